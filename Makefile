@@ -1,0 +1,49 @@
+# claude-auth-sync: every target here runs in CI or is documented in README.md.
+#
+# The virtual environment is made from Debian's /usr/bin/python3 when it is
+# there, because a Python under root's home cannot be run by the other OS
+# users that the integration tests and the workstation units run as.
+
+SHELL := /bin/bash
+SYSTEM_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ROSTER ?= roster.yaml
+NODE_DIR := tests/node
+PYTEST_ARGS ?=
+
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: help setup node demo test lint synth bench
+
+help:
+	@echo "make demo     set up, then run the main job on a local OpenBao and API stub"
+	@echo "make test     set up, then run every test (unit and integration)"
+	@echo "make synth    write the Vault stack as Terraform JSON under cdktf.out/ (ROSTER=...)"
+	@echo "make lint     ruff and mypy (strict) on the package"
+	@echo "make bench    rerun the benchmarks written down in docs/benchmarks.md"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[stack,test]'
+	touch $@
+
+node: $(NODE_DIR)/node_modules/.installed
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+synth: setup
+	ROSTER=$(ROSTER) $(PY) main.py
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: setup node lint
+	$(PY) -m pytest $(PYTEST_ARGS)

