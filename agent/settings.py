@@ -12,6 +12,7 @@ on every run, and a workstation install carries neither cdktf nor hvac here.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ DEFAULT_KV_PREFIX = "workstation/claude-users"
 DEFAULT_TOKEN_PERIOD_HOURS = 768  # 32 days: longer than a month of missed runs
 DEFAULT_TIMER_PERIOD_HOURS = 6
 DEFAULT_LOGIN_WARN_DAYS = 3
+DEFAULT_KV_MAX_VERSIONS = 10  # Vault's own default: ten backups of audit history
 
 #: Every policy and token role of this product starts with this, which is what
 #: lets the provisioner's policy allow "create through these roles" by glob.
@@ -62,6 +64,27 @@ def _positive_int(name: str, value: str) -> int:
     return number
 
 
+def _cidrs(name: str, value: str) -> tuple[str, ...]:
+    """Comma- or space-separated networks, normalised as the roster's are."""
+    try:
+        return tuple(
+            str(ipaddress.ip_network(text, strict=True))
+            for text in value.replace(",", " ").split()
+        )
+    except ValueError:
+        raise SettingsError(
+            f"{name}={value!r} must list networks in CIDR form with their host "
+            "bits zero, separated by commas, such as '10.20.0.0/16,192.0.2.7/32'."
+        ) from None
+
+
+def _flag(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text not in ("", "true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{name}={value!r} must be true or false.")
+    return text in ("true", "1", "yes")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the per-user data lives in Vault, and how long tokens last.
@@ -76,6 +99,12 @@ class Settings:
     token_period_hours: int = DEFAULT_TOKEN_PERIOD_HOURS
     timer_period_hours: int = DEFAULT_TIMER_PERIOD_HOURS
     login_warn_days: int = DEFAULT_LOGIN_WARN_DAYS
+    #: Networks every user token is bound to, unless the roster names its own.
+    token_bound_cidrs: tuple[str, ...] = ()
+    #: Whether the stack manages the KV mount's settings (``max_versions``);
+    #: off by default, because the mount usually belongs to someone else.
+    manage_mount: bool = False
+    kv_max_versions: int = DEFAULT_KV_MAX_VERSIONS
 
     def __post_init__(self) -> None:
         _check_path("CLAUDE_AUTH_SYNC_KV_MOUNT", self.kv_mount)
@@ -92,6 +121,7 @@ class Settings:
             "token_period_hours": "CLAUDE_AUTH_SYNC_TOKEN_PERIOD_HOURS",
             "timer_period_hours": "CLAUDE_AUTH_SYNC_TIMER_PERIOD_HOURS",
             "login_warn_days": "CLAUDE_AUTH_SYNC_LOGIN_WARN_DAYS",
+            "kv_max_versions": "CLAUDE_AUTH_SYNC_KV_MAX_VERSIONS",
         }
         numbers = {
             field: _positive_int(var, env[var])
@@ -104,6 +134,14 @@ class Settings:
             or DEFAULT_KV_MOUNT,
             kv_prefix=env.get("CLAUDE_AUTH_SYNC_KV_PREFIX", "").strip().strip("/")
             or DEFAULT_KV_PREFIX,
+            token_bound_cidrs=_cidrs(
+                "CLAUDE_AUTH_SYNC_TOKEN_BOUND_CIDRS",
+                env.get("CLAUDE_AUTH_SYNC_TOKEN_BOUND_CIDRS", ""),
+            ),
+            manage_mount=_flag(
+                "CLAUDE_AUTH_SYNC_MANAGE_MOUNT",
+                env.get("CLAUDE_AUTH_SYNC_MANAGE_MOUNT", ""),
+            ),
             **numbers,
         )
 
