@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import hvac
 import pytest
 
-from tests.support.components import bao_binary, require
+from tests.support.components import REPO, bao_binary, require
 from tests.support.openbao import OpenBao, openbao_server
+from tests.support.vault_stack import apply_stack, synthesize
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +56,30 @@ def _reset(client: hvac.Client) -> None:
         client.secrets.kv.v2.delete_metadata_and_all_versions(
             path=f"{DEFAULT_KV_PREFIX}/{key.rstrip('/')}", mount_point=DEFAULT_KV_MOUNT
         )
+
+
+@pytest.fixture
+def apply_roster(
+    vault_admin: hvac.Client, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Path]:
+    """Apply the Vault stack for a roster (a path or YAML text) to the server.
+
+    Returns the applied ``cdk.tf.json``; call it again with another roster to
+    change the server as a re-apply would. ``settings_env`` adds settings.
+    """
+
+    def apply(
+        roster: str | Path, settings_env: Mapping[str, str] | None = None
+    ) -> Path:
+        outdir = tmp_path_factory.mktemp("stack")
+        tf_json = synthesize(roster, outdir, settings_env)
+        apply_stack(vault_admin, tf_json)
+        return tf_json
+
+    return apply
+
+
+@pytest.fixture
+def stack_applied(apply_roster: Callable[..., Path]) -> Path:
+    """The stack for the sample roster.yaml, applied; its cdk.tf.json."""
+    return apply_roster(REPO / "roster.yaml")
