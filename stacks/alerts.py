@@ -1,0 +1,198 @@
+"""The Loki alert rules, rendered from the roster as a ruler rule group.
+
+This module builds plain data (what a Loki ruler reads as YAML) and imports
+neither cdktf nor a provider, so the rules can be reviewed, tested and parsed
+on their own; ``stacks.alert_delivery`` hands the group to Loki.
+
+Three rules per roster user with ``claude_auth`` on:
+
+* ``WorkstationClaudeAuthInvalid``: the user's latest verdict on a host is
+  ``FAIL``. The window spans more than one timer period, so a standing failure
+  is one continuous alert rather than one per run; and because the rule looks
+  at the latest verdict rather than counting failures, it resolves at the
+  first ``OK`` instead of hours later.
+* ``WorkstationClaudeAuthStale``: no ``OK`` or ``RECOVERED`` from the user for
+  more than two periods. Counting failures never notices an agent that stopped
+  running; only the roster knows who should be reporting.
+* ``WorkstationClaudeLoginExpiring``: the latest verdict carried the agent's
+  ``login_expiring`` warning, so the person logs in days before the hard
+  deadline instead of after it.
+
+The rules select on the journal's syslog identifier, which the log shipper
+turns into the ``identifier`` label, and on the fields of the agent's logfmt
+line (``agent.report``): ``status``, ``user`` and ``reason``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.roster import Roster, User
+from agent.settings import DEFAULT_TIMER_PERIOD_HOURS, LOG_IDENTIFIER
+
+GROUP_NAME = "claude-auth-sync"
+DEFAULT_RUNBOOK_URL = "docs/runbook.md"
+
+# A run can start up to the timer's randomized delay late, and a persistent
+# timer catches up after downtime: one extra hour keeps two consecutive runs
+# inside one window.
+_SLACK_HOURS = 1
+
+STREAM = f'{{identifier="{LOG_IDENTIFIER}"}}'
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """How often the agent runs and where an alert's runbook link points."""
+
+    timer_period_hours: int = DEFAULT_TIMER_PERIOD_HOURS
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+    evaluation_interval: str = "5m"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertSettings:
+        env = os.environ if environ is None else environ
+        from agent.settings import Settings  # noqa: PLC0415  # validates the period
+
+        period = Settings.from_env(env).timer_period_hours
+        url = env.get("CLAUDE_AUTH_SYNC_RUNBOOK_URL", "").strip()
+        return cls(timer_period_hours=period, runbook_url=url or DEFAULT_RUNBOOK_URL)
+
+    @property
+    def verdict_window(self) -> str:
+        return f"{self.timer_period_hours + _SLACK_HOURS}h"
+
+    @property
+    def stale_window(self) -> str:
+        return f"{2 * self.timer_period_hours + _SLACK_HOURS}h"
+
+
+def _quote(value: str) -> str:
+    """A LogQL string literal; roster names and emails never need escaping."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def invalid_expr(user: str, settings: AlertSettings) -> str:
+    """1 while the user's latest verdict on a host is FAIL, else 0."""
+    flag = '`{{ if eq .status "FAIL" }}1{{ else }}0{{ end }}`'
+    return (
+        f"max by (host, user) (last_over_time({STREAM} | logfmt"
+        f' | user={_quote(user)} | status=~"OK|RECOVERED|FAIL"'
+        f" | label_format failed={flag} | unwrap failed"
+        f" [{settings.verdict_window}])) > 0"
+    )
+
+
+def stale_expr(user: str, settings: AlertSettings) -> str:
+    """1 when no success from the user has been logged for two periods."""
+    return (
+        f"absent_over_time({STREAM} | logfmt | user={_quote(user)}"
+        f' | status=~"OK|RECOVERED" [{settings.stale_window}])'
+    )
+
+
+def expiring_expr(user: str, settings: AlertSettings) -> str:
+    """1 while the user's latest verdict came with a login_expiring warning."""
+    flag = '`{{ if eq .reason "login_expiring" }}1{{ else }}0{{ end }}`'
+    return (
+        f"max by (host, user) (last_over_time({STREAM} | logfmt"
+        f' | user={_quote(user)} | status=~"OK|RECOVERED" or reason="login_expiring"'
+        f" | label_format expiring={flag} | unwrap expiring"
+        f" [{settings.verdict_window}])) > 0"
+    )
+
+
+def _login_command(user: User) -> str:
+    return f"claude auth login --claudeai --sso --email {user.email}"
+
+
+def user_rules(user: User, settings: AlertSettings) -> list[dict[str, Any]]:
+    """The three rules for one user, with the commands that fix each."""
+    rerun = f"systemctl start claude-auth-sync@{user.name}.service"
+    base = settings.runbook_url
+    return [
+        {
+            "alert": "WorkstationClaudeAuthInvalid",
+            "expr": invalid_expr(user.name, settings),
+            "for": "0m",
+            "labels": {"severity": "critical", "user": user.name},
+            "annotations": {
+                "summary": f"Claude login of {user.name} on {{{{ $labels.host }}}}"
+                " failed its check and could not be recovered.",
+                "description": (
+                    f"The renewal agent logged FAIL for {user.name}. If the reason "
+                    f"is sso_required, {user.name} runs: {_login_command(user)} "
+                    f"and then: {rerun}. If the reason concerns the Vault token, "
+                    "an operator reruns the root provisioner with an admin Vault "
+                    "token. The reason is in: journalctl -t claude-auth-sync "
+                    "--since today"
+                ),
+                "runbook_url": f"{base}#workstationclaudeauthinvalid",
+            },
+        },
+        {
+            "alert": "WorkstationClaudeAuthStale",
+            "expr": stale_expr(user.name, settings),
+            "for": "15m",
+            "labels": {"severity": "warning", "user": user.name},
+            "annotations": {
+                "summary": f"No successful Claude login check for {user.name} in "
+                f"{settings.stale_window}.",
+                "description": (
+                    f"The agent of {user.name} has not logged OK or RECOVERED for "
+                    "two timer periods: the timer is stopped, the unit is broken "
+                    "or the host is down. On the host: systemctl list-timers "
+                    f"'claude-auth-sync@*' and systemctl status "
+                    f"claude-auth-sync@{user.name}.service"
+                ),
+                "runbook_url": f"{base}#workstationclaudeauthstale",
+            },
+        },
+        {
+            "alert": "WorkstationClaudeLoginExpiring",
+            "expr": expiring_expr(user.name, settings),
+            "for": "0m",
+            "labels": {"severity": "info", "user": user.name},
+            "annotations": {
+                "summary": f"The Claude login of {user.name} reaches its hard "
+                "deadline within days.",
+                "description": (
+                    f"No refresh can extend it. {user.name} runs, at a time that "
+                    f"suits them: {_login_command(user)} and then: {rerun}"
+                ),
+                "runbook_url": f"{base}#workstationclaudeloginexpiring",
+            },
+        },
+    ]
+
+
+def rule_group(roster: Roster, settings: AlertSettings) -> dict[str, Any]:
+    """The Loki ruler document: one group holding every enabled user's rules."""
+    rules: list[dict[str, Any]] = []
+    for user in roster:
+        if user.claude_auth:
+            rules.extend(user_rules(user, settings))
+    return {
+        "groups": [
+            {
+                "name": GROUP_NAME,
+                "interval": settings.evaluation_interval,
+                "rules": rules,
+            }
+        ]
+    }
+
+
+def render_rules_yaml(roster: Roster, settings: AlertSettings) -> str:
+    """The group as the YAML a file-based ruler or a ConfigMap carries."""
+    import yaml  # noqa: PLC0415  # only the rules file needs it
+
+    header = (
+        "# Generated from the roster by the claude-auth-sync stack; edit "
+        "roster.yaml, not this file.\n"
+    )
+    body = yaml.safe_dump(rule_group(roster, settings), sort_keys=False, width=1000)
+    return header + body
