@@ -14,12 +14,14 @@ PYTEST_ARGS ?=
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help setup node demo test lint synth bench
+.PHONY: help setup node demo test lint synth bench check plan
 
 help:
 	@echo "make demo     set up, then run the main job on a local OpenBao and API stub"
 	@echo "make test     set up, then run every test (unit and integration)"
 	@echo "make synth    write the Vault stack as Terraform JSON under cdktf.out/ (ROSTER=...)"
+	@echo "make check    validate the roster and the isolation the stack declares (ROSTER=...)"
+	@echo "make plan     what a roster change does: make plan BASE=origin/main [JSON=1]"
 	@echo "make lint     ruff and mypy (strict) on the package"
 	@echo "make bench    rerun the benchmarks written down in docs/benchmarks.md"
 
@@ -39,6 +41,13 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 
 synth: setup
 	ROSTER=$(ROSTER) $(PY) main.py
+
+check: setup
+	$(PY) -m stacks.review check --roster $(ROSTER)
+
+plan: setup
+	@test -n "$(BASE)" || { echo "Give the git ref to compare with: make plan BASE=origin/main"; exit 2; }
+	@$(PY) -m stacks.review plan --roster $(ROSTER) --base $(BASE) $(if $(JSON),--json)
 
 lint: setup
 	$(PY) -m ruff check .
