@@ -182,3 +182,18 @@ def token_display_name(user: str) -> str:
 def expected_display_name(user: str) -> str:
     """The display name that ``lookup-self`` reports for the user's own token."""
     return "token-" + token_display_name(user)
+
+
+#: Where a user's files live, relative to their home: the scoped Vault token
+#: that the provisioner writes and the agent reads, and the agent's state (lock,
+#: ``sync.log``, ``status.json``) that the login notice reads.
+TOKEN_FILE = ".config/claude-auth-sync/vault-token"
+STATE_DIR = ".local/state/claude-auth-sync"
+
+
+def token_file(home: str | os.PathLike[str]) -> str:
+    return os.path.join(home, TOKEN_FILE)
+
+
+def state_dir(home: str | os.PathLike[str]) -> str:
+    return os.path.join(home, STATE_DIR)
