@@ -23,6 +23,9 @@ DEFAULT_KV_PREFIX = "workstation/claude-users"
 DEFAULT_TOKEN_PERIOD_HOURS = 768  # 32 days: longer than a month of missed runs
 DEFAULT_TIMER_PERIOD_HOURS = 6
 DEFAULT_LOGIN_WARN_DAYS = 3
+#: The CLI retries network errors for minutes; a probe that takes longer than
+#: this is an outage, not a verdict on the login.
+DEFAULT_PROBE_TIMEOUT_SECONDS = 120
 DEFAULT_KV_MAX_VERSIONS = 10  # Vault's own default: ten backups of audit history
 
 #: Every policy and token role of this product starts with this, which is what
@@ -99,6 +102,7 @@ class Settings:
     token_period_hours: int = DEFAULT_TOKEN_PERIOD_HOURS
     timer_period_hours: int = DEFAULT_TIMER_PERIOD_HOURS
     login_warn_days: int = DEFAULT_LOGIN_WARN_DAYS
+    probe_timeout_seconds: int = DEFAULT_PROBE_TIMEOUT_SECONDS
     #: Networks every user token is bound to, unless the roster names its own.
     token_bound_cidrs: tuple[str, ...] = ()
     #: Whether the stack manages the KV mount's settings (``max_versions``);
@@ -121,6 +125,7 @@ class Settings:
             "token_period_hours": "CLAUDE_AUTH_SYNC_TOKEN_PERIOD_HOURS",
             "timer_period_hours": "CLAUDE_AUTH_SYNC_TIMER_PERIOD_HOURS",
             "login_warn_days": "CLAUDE_AUTH_SYNC_LOGIN_WARN_DAYS",
+            "probe_timeout_seconds": "CLAUDE_AUTH_SYNC_PROBE_TIMEOUT",
             "kv_max_versions": "CLAUDE_AUTH_SYNC_KV_MAX_VERSIONS",
         }
         numbers = {
