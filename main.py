@@ -37,6 +37,8 @@ def main() -> int:
         return 2
 
     # Imported only now: loading jsii starts Node, which a bad roster never needs.
+    # Node 20 works; jsii's end-of-life banner would only bury the result.
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     from cdktf import App  # noqa: PLC0415
 
     from stacks.vault import VaultStack  # noqa: PLC0415

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.settings import NAME_PREFIX, PROVISIONER_POLICY, Settings, policy_name
+from agent.roster import Roster
+from agent.settings import (
+    NAME_PREFIX,
+    Settings,
+    policy_name,
+    role_name,
+)
 
 #: What the agent does with its own data: write a backup (create the first
 #: version, update later ones), read the latest copy back, and merge into it
@@ -94,8 +100,23 @@ def provisioner_policy() -> str:
     )
 
 
-def all_policies(settings: Settings, users: Sequence[str]) -> dict[str, str]:
-    """Every policy the stack declares, by name, for the given roster users."""
-    policies = {policy_name(user): user_policy(settings, user) for user in users}
-    policies[PROVISIONER_POLICY] = provisioner_policy()
-    return policies
+def user_entries(
+    roster: Roster, settings: Settings
+) -> dict[str, dict[str, str | list[str]]]:
+    """What the stack declares for each user, keyed by user name.
+
+    Each entry has the policy's and the role's name, the policy text, and the
+    networks the user's tokens are bound to: the user's own from the roster,
+    else the roster's, else the settings'; empty means unbound.
+    """
+    return {
+        user.name: {
+            "policy_name": policy_name(user.name),
+            "role_name": role_name(user.name),
+            "policy": user_policy(settings, user.name),
+            "token_bound_cidrs": list(
+                roster.bound_cidrs_for(user) or settings.token_bound_cidrs
+            ),
+        }
+        for user in roster
+    }

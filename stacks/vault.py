@@ -5,78 +5,85 @@ decided by ``agent.roster`` (who), ``agent.settings`` (where, how long) and
 ``stacks.policies`` (what a token may do). What it writes is plain Terraform
 JSON, which ``terraform`` or ``tofu`` can apply without cdktf.
 
+Each user's policy and role are instances of one ``for_each`` resource keyed
+by the user name (``vault_policy.user["alice"]``), over a local map that holds
+each user's names and policy text. The addresses depend on the name alone, so
+removing one user removes exactly their two instances. One resource per kind,
+rather than one per user, is what keeps synthesis fast: every construct costs
+a round trip from Python to cdktf's Node process, and 10,000 users made as
+20,000 constructs took half a minute (see docs/benchmarks.md).
+
 It declares no KV data on purpose: the agent alone writes a user's backup,
 and a placeholder written at apply time would become the "latest copy" that a
-restore reads. Removing a user removes their policy and role (so their token
-stops working) and leaves their stored data alone.
+restore reads. Removing a user leaves their stored data alone.
 """
 
 from __future__ import annotations
 
-from cdktf import TerraformStack
+from cdktf import TerraformIterator, TerraformLocal, TerraformStack
 from cdktf_cdktf_provider_vault.kv_secret_backend_v2 import KvSecretBackendV2
 from cdktf_cdktf_provider_vault.policy import Policy
 from cdktf_cdktf_provider_vault.provider import VaultProvider
 from cdktf_cdktf_provider_vault.token_auth_backend_role import TokenAuthBackendRole
 from constructs import Construct
 
-from agent.roster import Roster, User
-from agent.settings import PROVISIONER_POLICY, Settings, policy_name, role_name
-from stacks.policies import provisioner_policy, user_policy
+from agent.roster import Roster
+from agent.settings import PROVISIONER_POLICY, Settings
+from stacks.policies import provisioner_policy, user_entries
 
 STACK_NAME = "vault"
 
-
-def resource_id(user: str) -> str:
-    """The Terraform name of a user's policy and role, stable across rosters.
-
-    Derived from the user name alone, never from the roster's order, so that
-    removing one user removes exactly their two resources and nobody else's.
-    """
-    return f"user_{user}"
+#: The Terraform name of the per-user policy and role resources, and of the
+#: local map they iterate over.
+USER_RESOURCE = "user"
+USERS_LOCAL = "users"
 
 
 class UserAccess(Construct):
-    """One user's policy and the token role that mints tokens carrying only it."""
+    """Every roster user's policy, and the token role minting tokens with only it.
 
-    def __init__(
-        self, scope: Construct, user: User, settings: Settings, cidrs: tuple[str, ...]
-    ) -> None:
-        super().__init__(scope, resource_id(user.name))
-        self.user = user
+    ``entries`` is what was declared for each user, by user name; ``policies``
+    and ``roles`` are the two ``for_each`` resources.
+    """
 
-        self.policy = Policy(
+    def __init__(self, scope: Construct, roster: Roster, settings: Settings) -> None:
+        super().__init__(scope, "user_access")
+        self.entries = user_entries(roster, settings)
+
+        users = TerraformLocal(self, USERS_LOCAL, self.entries)
+        users.override_logical_id(USERS_LOCAL)
+        each = TerraformIterator.from_map(users.as_any_map)
+
+        self.policies = Policy(
             self,
             "policy",
-            name=policy_name(user.name),
-            policy=user_policy(settings, user.name),
+            for_each=each,
+            name=each.get_string("policy_name"),
+            policy=each.get_string("policy"),
         )
-        self.policy.override_logical_id(resource_id(user.name))
+        self.policies.override_logical_id(USER_RESOURCE)
 
         # No explicit max TTL: a periodic token lives as long as it is renewed
         # within each period. No default policy: it grants far more than the
         # agent needs; lookup-self and renew-self are in the user policy.
-        self.role = TokenAuthBackendRole(
+        self.roles = TokenAuthBackendRole(
             self,
             "role",
-            role_name=role_name(user.name),
-            allowed_policies=[policy_name(user.name)],
+            for_each=each,
+            role_name=each.get_string("role_name"),
+            allowed_policies=[each.get_string("policy_name")],
             orphan=True,
             renewable=True,
             token_period=settings.token_period_seconds,
             token_type="service",  # noqa: S106  # a token kind, not a secret
             token_no_default_policy=True,
-            token_bound_cidrs=list(cidrs) or None,
+            token_bound_cidrs=each.get_list("token_bound_cidrs"),
         )
-        self.role.override_logical_id(resource_id(user.name))
+        self.roles.override_logical_id(USER_RESOURCE)
 
 
 class VaultStack(TerraformStack):
-    """Every roster user's access, the provisioner's policy, and optionally the mount.
-
-    ``users`` maps each user name to its ``UserAccess``, so that callers and
-    tests can reach what was declared for a user.
-    """
+    """The users' access, the provisioner's policy, and optionally the KV mount."""
 
     def __init__(
         self,
@@ -91,10 +98,13 @@ class VaultStack(TerraformStack):
         # reads VAULT_TOKEN from the environment of whoever applies.
         VaultProvider(self, "vault", address=settings.vault_addr or None)
 
+        self.users = UserAccess(self, roster, settings)
         self.provisioner = Policy(
             self, "provisioner", name=PROVISIONER_POLICY, policy=provisioner_policy()
         )
 
+        # Only the mount's settings: the mount itself, and the data in it,
+        # belong to whoever runs Vault.
         self.mount: KvSecretBackendV2 | None = None
         if settings.manage_mount:
             self.mount = KvSecretBackendV2(
@@ -103,13 +113,3 @@ class VaultStack(TerraformStack):
                 mount=settings.kv_mount,
                 max_versions=settings.kv_max_versions,
             )
-
-        self.users = {
-            user.name: UserAccess(
-                self,
-                user,
-                settings,
-                roster.bound_cidrs_for(user) or settings.token_bound_cidrs,
-            )
-            for user in roster
-        }

@@ -2,9 +2,12 @@
 
 No Terraform binary can run here, so ``apply_stack`` plays Terraform's part
 for the few resource types the stack declares: each ``vault_policy`` and
-``vault_token_auth_backend_role`` in ``cdk.tf.json`` becomes the same Vault
-API call the provider would make. Anything else in the JSON is refused, so a
-new resource type in the stack cannot slip past the tests untranslated.
+``vault_token_auth_backend_role`` instance in ``cdk.tf.json`` becomes the same
+Vault API call the provider would make. ``declared`` expands the stack's
+``for_each`` over its local map the way Terraform would, for the few
+expressions the stack uses (``each.key``, ``each.value.NAME``). Anything else
+is refused, so a new construct in the stack cannot slip past the tests
+untranslated.
 
 Synthesis starts Node and costs seconds, so its output is cached per roster
 text and settings for the whole test session.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -90,16 +94,56 @@ def _run_synthesis(text: str, outdir: Path, extra: dict[str, str]) -> bytes:
     return (outdir / STACK_JSON).read_bytes()
 
 
-def load_resources(tf_json: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """The ``resource`` section of a synthesized stack: type -> name -> body."""
+_EACH = re.compile(r"^\$\{each\.(?:key|value\.([a-z_]+))\}$")
+_LOCAL = re.compile(r"^\$\{local\.([a-z_]+)\}$")
+
+
+def _substitute(value: Any, key: str, entry: Mapping[str, Any]) -> Any:
+    """Replace ``${each.key}`` and ``${each.value.NAME}`` in one instance."""
+    if isinstance(value, list):
+        return [_substitute(v, key, entry) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    match = _EACH.match(value)
+    if match is None:
+        raise StackError(f"the expression {value!r} is not translated here")
+    return key if match.group(1) is None else entry[match.group(1)]
+
+
+def _instances(
+    name: str, body: Mapping[str, Any], locals_: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """A resource's instances by address, its arguments without cdktf's ``//``."""
+    attributes = {k: v for k, v in body.items() if k not in ("//", "for_each")}
+    if "for_each" not in body:
+        return {name: attributes}
+    source = _LOCAL.match(str(body["for_each"]))
+    if source is None:
+        raise StackError(f"for_each {body['for_each']!r} is not translated here")
+    return {
+        f'{name}["{key}"]': {
+            k: _substitute(v, key, entry) for k, v in attributes.items()
+        }
+        for key, entry in locals_[source.group(1)].items()
+    }
+
+
+def declared(tf_json: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every resource instance the stack declares: type -> address -> arguments.
+
+    An address is the resource's name, with ``["key"]`` for a ``for_each``
+    instance, as Terraform shows it (``vault_policy`` / ``user["alice"]``).
+    """
     document = json.loads(tf_json.read_text(encoding="utf-8"))
-    resources: dict[str, dict[str, dict[str, Any]]] = document.get("resource", {})
-    return resources
-
-
-def _attributes(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A resource's arguments, without cdktf's own ``//`` metadata."""
-    return {k: v for k, v in body.items() if k != "//"}
+    locals_ = document.get("locals", {})
+    return {
+        kind: {
+            address: attributes
+            for name, body in resources.items()
+            for address, attributes in _instances(name, body, locals_).items()
+        }
+        for kind, resources in document.get("resource", {}).items()
+    }
 
 
 def apply_stack(client: hvac.Client, tf_json: Path) -> None:
@@ -110,16 +154,20 @@ def apply_stack(client: hvac.Client, tf_json: Path) -> None:
     name prefix that the JSON lacks stands for that. Stored KV data is never
     touched, as Terraform would not touch it either.
     """
-    resources = load_resources(tf_json)
-    unknown = set(resources) - {"vault_policy", "vault_token_auth_backend_role"}
+    resources = declared(tf_json)
+    unknown = set(resources) - {
+        "vault_policy",
+        "vault_token_auth_backend_role",
+        "vault_kv_secret_backend_v2",
+    }
     if unknown:
         raise StackError(f"{tf_json} declares {sorted(unknown)}, not translated here")
 
-    policies = [_attributes(b) for b in resources.get("vault_policy", {}).values()]
-    roles = [
-        _attributes(b)
-        for b in resources.get("vault_token_auth_backend_role", {}).values()
-    ]
+    for mount in resources.get("vault_kv_secret_backend_v2", {}).values():
+        settings = {k: v for k, v in mount.items() if k != "mount"}
+        client.write_data(f"{mount['mount']}/config", data=settings)
+    policies = list(resources.get("vault_policy", {}).values())
+    roles = list(resources.get("vault_token_auth_backend_role", {}).values())
     for policy in policies:
         client.sys.create_or_update_acl_policy(policy["name"], policy["policy"])
     for role in roles:
