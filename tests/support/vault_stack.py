@@ -3,11 +3,10 @@
 No Terraform binary can run here, so ``apply_stack`` plays Terraform's part
 for the few resource types the stack declares: each ``vault_policy`` and
 ``vault_token_auth_backend_role`` instance in ``cdk.tf.json`` becomes the same
-Vault API call the provider would make. ``declared`` expands the stack's
-``for_each`` over its local map the way Terraform would, for the few
-expressions the stack uses (``each.key``, ``each.value.NAME``). Anything else
-is refused, so a new construct in the stack cannot slip past the tests
-untranslated.
+Vault API call the provider would make (``stacks.terraform_json`` expands the
+stack's ``for_each`` into those instances). A resource type without a
+translation is refused, so a new construct in the stack cannot slip past the
+tests untranslated.
 
 Synthesis starts Node and costs seconds, so its output is cached per roster
 text and settings for the whole test session.
@@ -28,6 +27,7 @@ from typing import Any
 import hvac
 
 from agent.settings import NAME_PREFIX, role_name, token_display_name
+from stacks.terraform_json import instances
 from tests.support.components import REPO
 
 STACK_JSON = Path("stacks") / "vault" / "cdk.tf.json"
@@ -94,56 +94,9 @@ def _run_synthesis(text: str, outdir: Path, extra: dict[str, str]) -> bytes:
     return (outdir / STACK_JSON).read_bytes()
 
 
-_EACH = re.compile(r"^\$\{each\.(?:key|value\.([a-z_]+))\}$")
-_LOCAL = re.compile(r"^\$\{local\.([a-z_]+)\}$")
-
-
-def _substitute(value: Any, key: str, entry: Mapping[str, Any]) -> Any:
-    """Replace ``${each.key}`` and ``${each.value.NAME}`` in one instance."""
-    if isinstance(value, list):
-        return [_substitute(v, key, entry) for v in value]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-    match = _EACH.match(value)
-    if match is None:
-        raise StackError(f"the expression {value!r} is not translated here")
-    return key if match.group(1) is None else entry[match.group(1)]
-
-
-def _instances(
-    name: str, body: Mapping[str, Any], locals_: Mapping[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """A resource's instances by address, its arguments without cdktf's ``//``."""
-    attributes = {k: v for k, v in body.items() if k not in ("//", "for_each")}
-    if "for_each" not in body:
-        return {name: attributes}
-    source = _LOCAL.match(str(body["for_each"]))
-    if source is None:
-        raise StackError(f"for_each {body['for_each']!r} is not translated here")
-    return {
-        f'{name}["{key}"]': {
-            k: _substitute(v, key, entry) for k, v in attributes.items()
-        }
-        for key, entry in locals_[source.group(1)].items()
-    }
-
-
 def declared(tf_json: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every resource instance the stack declares: type -> address -> arguments.
-
-    An address is the resource's name, with ``["key"]`` for a ``for_each``
-    instance, as Terraform shows it (``vault_policy`` / ``user["alice"]``).
-    """
-    document = json.loads(tf_json.read_text(encoding="utf-8"))
-    locals_ = document.get("locals", {})
-    return {
-        kind: {
-            address: attributes
-            for name, body in resources.items()
-            for address, attributes in _instances(name, body, locals_).items()
-        }
-        for kind, resources in document.get("resource", {}).items()
-    }
+    """Every resource instance the stack declares: type -> address -> arguments."""
+    return instances(json.loads(tf_json.read_text(encoding="utf-8")))
 
 
 def apply_stack(client: hvac.Client, tf_json: Path) -> None:
@@ -203,3 +156,17 @@ def mint_user_token(client: hvac.Client, user: str) -> str:
     )
     token: str = response["auth"]["client_token"]
     return token
+
+
+_STANZA = re.compile(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]\s*\}')
+
+
+def grants(policy: str) -> dict[str, set[str]]:
+    """What an HCL policy document allows: path -> capabilities.
+
+    Only the one-stanza-per-path form that ``stacks.policies`` writes.
+    """
+    return {
+        path: {c.strip().strip('"') for c in capabilities.split(",") if c.strip()}
+        for path, capabilities in _STANZA.findall(policy)
+    }
