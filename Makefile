@@ -56,3 +56,21 @@ lint: setup
 
 test: setup node lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# --- Workstation install (as root) -----------------------------------------
+# make install-agent VAULT_ADDR=https://vault.example.com [PREFIX=...]
+#   [DESTDIR=...] [ROSTER=...] [WHEELHOUSE=dir: install packages only from it]
+# then run claude-auth-provision once as root with an admin VAULT_TOKEN.
+PREFIX ?= /opt/claude-auth-sync
+DESTDIR ?=
+WHEELHOUSE ?=
+INSTALL_AGENT = $(SYSTEM_PYTHON) tools/install_agent.py --prefix '$(PREFIX)' \
+	--destdir '$(DESTDIR)' --roster '$(ROSTER)' --wheelhouse '$(WHEELHOUSE)'
+
+.PHONY: install-agent uninstall-agent
+
+install-agent:
+	@$(INSTALL_AGENT) install
+
+uninstall-agent:
+	@$(INSTALL_AGENT) uninstall

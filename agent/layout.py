@@ -1,0 +1,62 @@
+"""Where a workstation install puts things, and the paths below a user's home.
+
+``make install-agent``, the root provisioner and the units all name these
+files; keeping the names here means the drop-in the provisioner writes, the
+unit that reads it and the uninstall that removes it can never disagree.
+Standard library only: the installer imports this with the machine's Python,
+before (and after) the package's own virtual environment exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent import settings
+
+UNIT_DIR = Path("/etc/systemd/system")
+CONF_DIR = Path("/etc/claude-auth-sync")
+ENV_FILE = CONF_DIR / "agent.env"
+ROSTER_FILE = CONF_DIR / "roster.yaml"
+
+SYNC_UNIT = "claude-auth-sync@"
+SYNC_SERVICE = SYNC_UNIT + ".service"
+SYNC_TIMER = SYNC_UNIT + ".timer"
+PROVISION_SERVICE = "claude-auth-provision.service"
+PROVISION_TIMER = "claude-auth-provision.timer"
+
+#: The per-user drop-in that binds the user's own paths into the sandbox:
+#: systemd has no specifier for the home directory of ``User=``.
+HOME_DROPIN = "10-home-paths.conf"
+
+# Below each user's home directory; the agent's own files are named in settings.
+TOKEN_FILE = Path(settings.TOKEN_FILE)
+TOKEN_DIR = TOKEN_FILE.parent
+STATE_DIR = Path(settings.STATE_DIR)
+CLAUDE_DIR = Path(".claude")
+CLAUDE_JSON = Path(".claude.json")
+#: Where Claude's native installer puts the CLI, if a user installed it so.
+CLAUDE_USER_INSTALL = (Path(".local/bin"), Path(".local/share/claude"))
+
+
+def sync_service(user: str) -> str:
+    return f"{SYNC_UNIT}{user}.service"
+
+
+def sync_timer(user: str) -> str:
+    return f"{SYNC_UNIT}{user}.timer"
+
+
+def dropin_dir(unit_dir: Path, user: str) -> Path:
+    return unit_dir / f"{sync_service(user)}.d"
+
+
+def dropin_dirs(unit_dir: Path) -> list[Path]:
+    """Every user's drop-in directory of the renewal service under ``unit_dir``."""
+    return sorted(unit_dir.glob(f"{SYNC_UNIT}*.service.d"))
+
+
+def installed_files() -> tuple[Path, ...]:
+    """The files ``make install-agent`` writes (final paths), each from a template
+    of the same name plus ``.j2`` except the roster, which is copied."""
+    units = (SYNC_SERVICE, SYNC_TIMER, PROVISION_SERVICE, PROVISION_TIMER)
+    return (*(UNIT_DIR / name for name in units), ENV_FILE, ROSTER_FILE)
