@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help setup node demo test lint synth bench check plan
+.PHONY: help setup node demo test lint synth bench bench-synth check plan
 
 help:
 	@echo "make demo     set up, then run the main job on a local OpenBao and API stub"
@@ -24,6 +24,7 @@ help:
 	@echo "make plan     what a roster change does: make plan BASE=origin/main [JSON=1]"
 	@echo "make lint     ruff and mypy (strict) on the package"
 	@echo "make bench    rerun the benchmarks written down in docs/benchmarks.md"
+	@echo "make bench-synth  time make synth for 100, 1,000 and 10,000 users"
 
 setup: $(VENV)/.installed
 
@@ -48,6 +49,15 @@ check: setup
 plan: setup
 	@test -n "$(BASE)" || { echo "Give the git ref to compare with: make plan BASE=origin/main"; exit 2; }
 	@$(PY) -m stacks.review plan --roster $(ROSTER) --base $(BASE) $(if $(JSON),--json)
+
+demo: setup
+	$(PY) -m tools.demo
+
+# Each benchmark is a prerequisite of bench, so that one command reruns them all.
+bench: bench-synth
+
+bench-synth: setup
+	$(PY) bench/synth.py
 
 lint: setup
 	$(PY) -m ruff check .
