@@ -8,21 +8,12 @@ user's role. The agent runs as a real OS user, as its unit would run it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.support.agent_host import (  # noqa: F401  # fixtures used by name
-    MCP_OAUTH,
-    Workstation,
-    agent_users,
-    alice,
-    homes,
-    lines,
-    oauth,
-    workstation_for,
-)
+from tests.support.agent_host import MCP_OAUTH, Workstation, lines, oauth
 from tests.support.api_stub import ApiStub, api_stub
 from tests.support.components import claude_binary, require
 
@@ -42,11 +33,13 @@ def api() -> Iterator[ApiStub]:
 
 
 @pytest.fixture
-def station(alice: Workstation, api: ApiStub) -> Workstation:
-    """Alice, probing with the real CLI against the stub."""
+def station(workstation_for: Callable[[str], Workstation], api: ApiStub) -> Workstation:
+    """Alice with her scoped token, probing with the real CLI against the stub."""
     claude = require(
         "the Claude Code CLI", claude_binary(), "make node (npm ci in tests/node)"
     )
+    alice = workstation_for("agent-alice")
+    alice.mint_token()
     alice.env.update(CLAUDE_BIN=str(claude), ANTHROPIC_BASE_URL=api.base_url)
     return alice
 
@@ -100,7 +93,7 @@ def test_rejected_older_login_is_recovered_from_newer_copy(
 
 
 def test_both_rejected_is_sso_required(station: Workstation, api: ApiStub) -> None:
-    """When the local login and the Vault copy are both refused, a person must log in."""
+    """Local login and Vault copy both refused: a person must log in again."""
     station.store({"claudeAiOauth": oauth("revoked", expires_in_days=0.3)})
     station.write_credentials(oauth("older", expires_in_days=0.1), **OTHER_KEYS)
 

@@ -303,11 +303,3 @@ def workstation_for(
     yield make
     found = LEAKS.leaks()
     assert not found, f"secrets found in the agent's output: {found}"
-
-
-@pytest.fixture
-def alice(workstation_for: Callable[[str], Workstation]) -> Workstation:
-    """agent-alice's workstation with her scoped token already minted."""
-    station = workstation_for("agent-alice")
-    station.mint_token()
-    return station
