@@ -45,6 +45,10 @@ RESERVED_NAMES = frozenset(
     }
 )  # fmt: skip
 
+# libyaml's loader when PyYAML was built with it: ten times faster on a roster
+# of thousands, and as safe as the pure-Python SafeLoader.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 TOP_KEYS = frozenset({"users", "token_bound_cidrs"})
 USER_KEYS = frozenset({"email", "claude_auth", "token_bound_cidrs"})
 
@@ -311,8 +315,8 @@ def parse_roster(text: str, source: str = "roster.yaml") -> Roster:
     Raises ``RosterError`` listing every problem found, not just the first.
     """
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_LOADER)
+        data = yaml.load(text, Loader=_LOADER)  # noqa: S506  # a safe loader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -192,7 +192,7 @@ def expected_display_name(user: str) -> str:
 #: Where a user's files live, relative to their home: the scoped Vault token
 #: that the provisioner writes and the agent reads, and the agent's state (lock,
 #: ``sync.log``, ``status.json``) that the login notice reads.
-TOKEN_FILE = ".config/claude-auth-sync/vault-token"
+TOKEN_FILE = ".config/claude-auth-sync/vault-token"  # noqa: S105  # a path
 STATE_DIR = ".local/state/claude-auth-sync"
 
 

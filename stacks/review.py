@@ -36,6 +36,7 @@ from agent.settings import (
     policy_name,
 )
 from stacks.alerts import AlertSettings, rule_group
+from stacks.terraform_json import instances_by_address
 
 log = logging.getLogger("claude-auth-sync.review")
 
@@ -64,12 +65,8 @@ def synthesize(roster: Roster, settings: Settings) -> dict[str, Any]:
 
 
 def _resources(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Resources by Terraform address, without cdktf's bookkeeping entries."""
-    found = {}
-    for kind, named in document.get("resource", {}).items():
-        for name, attributes in named.items():
-            found[f"{kind}.{name}"] = {k: v for k, v in attributes.items() if k != "//"}
-    return found
+    """Resource instances by Terraform address, ``for_each`` expanded."""
+    return instances_by_address(document)
 
 
 def policy_paths(policy_text: str) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import hvac
 import pytest
 
+from agent.settings import DEFAULT_KV_MOUNT, DEFAULT_KV_PREFIX, NAME_PREFIX
 from tests.support.components import REPO, bao_binary, require
 from tests.support.openbao import OpenBao, openbao_server
 from tests.support.vault_stack import apply_stack, synthesize
@@ -34,8 +35,6 @@ def vault_admin(openbao: OpenBao) -> Iterator[hvac.Client]:
 
 
 def _reset(client: hvac.Client) -> None:
-    from agent.settings import DEFAULT_KV_MOUNT, DEFAULT_KV_PREFIX, NAME_PREFIX
-
     for name in client.sys.list_acl_policies()["data"]["keys"]:
         if name.startswith(NAME_PREFIX):
             client.sys.delete_acl_policy(name)

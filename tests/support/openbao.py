@@ -19,7 +19,7 @@ from pathlib import Path
 
 import hvac
 
-ROOT_TOKEN = "root"  # noqa: S105  # the dev server's own token, for tests only
+ROOT_TOKEN = "root"  # the dev server's own token, for tests only
 
 
 def free_port() -> int:
@@ -95,6 +95,6 @@ def _wait_ready(server: OpenBao, timeout: float = 30.0) -> None:
         try:
             if client.sys.is_initialized() and not client.sys.is_sealed():
                 return
-        except Exception:  # noqa: BLE001  # not listening yet: keep polling
+        except Exception:  # not listening yet: keep polling
             time.sleep(0.1)
     raise RuntimeError(f"OpenBao did not become ready within {timeout:.0f} s")

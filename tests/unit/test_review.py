@@ -31,9 +31,17 @@ def document() -> dict[str, Any]:
     return synthesize(ROSTER, SETTINGS)
 
 
-def tampered(document: dict[str, Any], kind: str, name: str, **changes: Any) -> Any:
+def tampered(document: dict[str, Any], user: str, **changes: Any) -> Any:
+    """The document with one user's entry in the stack's local map changed."""
     changed = copy.deepcopy(document)
-    changed["resource"][kind][name].update(changes)
+    changed["locals"]["users"][user].update(changes)
+    return changed
+
+
+def tampered_role(document: dict[str, Any], **changes: Any) -> Any:
+    """The document with the per-user token role resource changed for everyone."""
+    changed = copy.deepcopy(document)
+    changed["resource"]["vault_token_auth_backend_role"]["user"].update(changes)
     return changed
 
 
@@ -44,11 +52,9 @@ def test_sound_stack_passes(document: dict[str, Any]) -> None:
 
 def test_policy_reaching_another_users_path_is_caught(document: dict[str, Any]) -> None:
     """A grant on bob's data inside alice's policy is reported."""
-    policy = document["resource"]["vault_policy"]["user_alice"]["policy"]
+    policy = document["locals"]["users"]["alice"]["policy"]
     bad = policy + '\npath "secret/data/workstation/claude-users/bob" {}\n'
-    problems = check_stack(
-        ROSTER, SETTINGS, tampered(document, "vault_policy", "user_alice", policy=bad)
-    )
+    problems = check_stack(ROSTER, SETTINGS, tampered(document, "alice", policy=bad))
     assert problems == [
         "user 'alice': policy grants 'secret/data/workstation/claude-users/bob', "
         "outside their own path."
@@ -58,9 +64,7 @@ def test_policy_reaching_another_users_path_is_caught(document: dict[str, Any]) 
 def test_glob_in_a_user_policy_is_caught(document: dict[str, Any]) -> None:
     """A wildcard path would reach every user's data."""
     bad = 'path "secret/data/workstation/claude-users/*" {}\n'
-    problems = check_stack(
-        ROSTER, SETTINGS, tampered(document, "vault_policy", "user_bob", policy=bad)
-    )
+    problems = check_stack(ROSTER, SETTINGS, tampered(document, "bob", policy=bad))
     assert problems == [
         "user 'bob': policy path 'secret/data/workstation/claude-users/*' is a glob."
     ]
@@ -68,12 +72,7 @@ def test_glob_in_a_user_policy_is_caught(document: dict[str, Any]) -> None:
 
 def test_role_granting_the_default_policy_is_caught(document: dict[str, Any]) -> None:
     """A role whose tokens also get `default` breaks the token's isolation."""
-    changed = tampered(
-        document,
-        "vault_token_auth_backend_role",
-        "user_alice",
-        token_no_default_policy=False,
-    )
+    changed = tampered_role(document, token_no_default_policy=False)
     assert (
         "must grant exactly 'workstation-claude-alice'"
         in (check_stack(ROSTER, SETTINGS, changed)[0])
@@ -82,14 +81,11 @@ def test_role_granting_the_default_policy_is_caught(document: dict[str, Any]) ->
 
 def test_missing_role_and_stray_policy_are_caught(document: dict[str, Any]) -> None:
     """Each user has exactly one role; nothing is declared for non-users."""
-    changed = copy.deepcopy(document)
-    del changed["resource"]["vault_token_auth_backend_role"]["user_bob"]
-    stray = dict(changed["resource"]["vault_policy"]["user_bob"], name="ghost")
-    changed["resource"]["vault_policy"]["user_ghost"] = stray
+    changed = tampered(document, "bob", role_name="workstation-claude-ghost")
     assert check_stack(ROSTER, SETTINGS, changed) == [
         "user 'bob': expected one policy and one token role named "
         "'workstation-claude-bob', found 1 and 0.",
-        "'ghost' is declared but belongs to no roster user.",
+        "'workstation-claude-ghost' is declared but belongs to no roster user.",
     ]
 
 
@@ -123,13 +119,13 @@ def test_plan_lists_vault_resources(plan: Any) -> None:
     """The new user's policy and role are created, the removed user's destroyed."""
     assert plan.resources == {
         "create": [
-            "vault_policy.user_frank",
-            "vault_token_auth_backend_role.user_frank",
+            'vault_policy.user["frank"]',
+            'vault_token_auth_backend_role.user["frank"]',
         ],
         "change": [],
         "destroy": [
-            "vault_policy.user_bob",
-            "vault_token_auth_backend_role.user_bob",
+            'vault_policy.user["bob"]',
+            'vault_token_auth_backend_role.user["bob"]',
         ],
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 
 import pytest
@@ -138,9 +139,11 @@ def test_claude_auth_must_be_a_boolean() -> None:
 
 def test_bound_cidrs_are_validated_and_inherited() -> None:
     """Bad CIDRs are refused; a user without their own takes the roster's."""
-    assert "'10.0.0.1/8', which is not a network" in problems_of(
-        "users:\n  a:\n    email: a@corp.example\n    token_bound_cidrs: [10.0.0.1/8]\n"
-    )[0]
+    found = problems_of(
+        "users:\n  a:\n    email: a@corp.example\n"
+        "    token_bound_cidrs: [10.0.0.1/8]\n"
+    )
+    assert "'10.0.0.1/8', which is not a network" in found[0]
     roster = parse_roster(
         "token_bound_cidrs: [10.0.0.0/8]\n"
         "users:\n  a:\n    email: a@corp.example\n"
@@ -173,10 +176,10 @@ emails = st.one_of(
     st.from_regex(r"[a-z]{1,8}@[a-z]{1,8}\.example", fullmatch=True),
     st.text(string.printable.strip(), max_size=20),
 )
-users = st.dictionaries(
-    names, st.fixed_dictionaries({"email": emails}, optional={"claude_auth": st.booleans()}),
-    max_size=6,
-)  # fmt: skip
+entries = st.fixed_dictionaries(
+    {"email": emails}, optional={"claude_auth": st.booleans()}
+)
+users = st.dictionaries(names, entries, max_size=6)
 
 
 def expected_valid(roster: dict[str, dict[str, object]]) -> bool:
@@ -198,8 +201,6 @@ def test_generated_rosters_are_judged_by_the_rules(
     roster: dict[str, dict[str, object]],
 ) -> None:
     """Nothing invalid gets through, and nothing valid is rejected."""
-    import json
-
     # JSON is YAML: every generated value survives the round trip exactly.
     text = json.dumps({"users": roster})
     if expected_valid(roster):
