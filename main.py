@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agent.roster import RosterError, load_roster
 from agent.settings import Settings, SettingsError
+from stacks.alerts import AlertSettings, DeliveryError, DeliverySettings
 
 log = logging.getLogger("claude-auth-sync.synth")
 
@@ -31,7 +32,9 @@ def main() -> int:
     try:
         roster = load_roster(roster_path)
         settings = Settings.from_env()
-    except (RosterError, SettingsError) as err:
+        alerts = AlertSettings.from_env()
+        delivery = DeliverySettings.from_env()
+    except (RosterError, SettingsError, DeliveryError) as err:
         log.error("%s", err)
         log.debug("Validation failed.", exc_info=True)
         return 2
@@ -44,7 +47,7 @@ def main() -> int:
     from stacks.vault import VaultStack  # noqa: PLC0415
 
     app = App(outdir=outdir)
-    stack = VaultStack(app, roster, settings)
+    stack = VaultStack(app, roster, settings, alerts=alerts, delivery=delivery)
     app.synth()
     log.info(
         "Wrote %s/stacks/%s/cdk.tf.json: %d users from %s.",

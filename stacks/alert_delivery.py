@@ -14,54 +14,13 @@ only when the ConfigMap is asked for.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-
 from constructs import Construct
 
 from agent.roster import Roster
-from stacks.alerts import GROUP_NAME, AlertSettings, render_rules_yaml
+from stacks.alerts import GROUP_NAME, AlertSettings, DeliverySettings, render_rules_yaml
 
-DELIVERIES = ("file", "configmap", "none")
-
-
-class DeliveryError(ValueError):
-    """The alert delivery settings cannot be used; the message says which."""
-
-
-@dataclass(frozen=True)
-class DeliverySettings:
-    """Where the rules go; every field has an environment variable."""
-
-    mode: str = "file"
-    rules_file: str = f"loki-rules/fake/{GROUP_NAME}.yaml"
-    namespace: str = "loki"
-    sidecar_label: str = "loki_rule"
-    sidecar_label_value: str = "true"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DeliverySettings:
-        """Read the settings; raises ``DeliveryError`` for an unknown mode."""
-        env = os.environ if environ is None else environ
-        mode = env.get("CLAUDE_AUTH_SYNC_ALERTS", "").strip() or cls.mode
-        if mode not in DELIVERIES:
-            raise DeliveryError(
-                f"CLAUDE_AUTH_SYNC_ALERTS={mode!r} is not one of "
-                f"{', '.join(DELIVERIES)}; set it to 'file' for a file-based Loki "
-                "ruler or 'configmap' for a ruler with a ConfigMap sidecar."
-            )
-
-        def get(name: str, default: str) -> str:
-            return env.get(f"CLAUDE_AUTH_SYNC_{name}", "").strip() or default
-
-        return cls(
-            mode=mode,
-            rules_file=get("RULES_FILE", cls.rules_file),
-            namespace=get("RULES_NAMESPACE", cls.namespace),
-            sidecar_label=get("RULES_LABEL", cls.sidecar_label),
-            sidecar_label_value=get("RULES_LABEL_VALUE", cls.sidecar_label_value),
-        )
+#: The Terraform name of the rules file or ConfigMap.
+RULES_RESOURCE = "alert_rules"
 
 
 class AlertRules(Construct):
@@ -94,7 +53,7 @@ class AlertRules(Construct):
         from cdktf_cdktf_provider_local.provider import LocalProvider  # noqa: PLC0415
 
         LocalProvider(self, "local")
-        File(
+        rules = File(
             self,
             "rules_file",
             filename=self.delivery.rules_file,
@@ -102,6 +61,7 @@ class AlertRules(Construct):
             file_permission="0644",
             directory_permission="0755",
         )
+        rules.override_logical_id(RULES_RESOURCE)
 
     def _as_configmap(self) -> None:
         # Loading these bindings costs seconds; only this mode pays for it.
@@ -114,7 +74,7 @@ class AlertRules(Construct):
         )
 
         KubernetesProvider(self, "kubernetes")
-        ConfigMapV1(
+        rules = ConfigMapV1(
             self,
             "rules_configmap",
             metadata=ConfigMapV1Metadata(
@@ -124,3 +84,4 @@ class AlertRules(Construct):
             ),
             data={f"{GROUP_NAME}.yaml": self.rules_yaml},
         )
+        rules.override_logical_id(RULES_RESOURCE)

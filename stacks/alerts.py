@@ -70,6 +70,47 @@ class AlertSettings:
         return f"{2 * self.timer_period_hours + _SLACK_HOURS}h"
 
 
+DELIVERIES = ("file", "configmap", "none")
+
+
+class DeliveryError(ValueError):
+    """The alert delivery settings cannot be used; the message says which."""
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """Where the rules go; every field has an environment variable."""
+
+    mode: str = "file"
+    rules_file: str = f"loki-rules/fake/{GROUP_NAME}.yaml"
+    namespace: str = "loki"
+    sidecar_label: str = "loki_rule"
+    sidecar_label_value: str = "true"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DeliverySettings:
+        """Read the settings; raises ``DeliveryError`` for an unknown mode."""
+        env = os.environ if environ is None else environ
+        mode = env.get("CLAUDE_AUTH_SYNC_ALERTS", "").strip() or cls.mode
+        if mode not in DELIVERIES:
+            raise DeliveryError(
+                f"CLAUDE_AUTH_SYNC_ALERTS={mode!r} is not one of "
+                f"{', '.join(DELIVERIES)}; set it to 'file' for a file-based Loki "
+                "ruler or 'configmap' for a ruler with a ConfigMap sidecar."
+            )
+
+        def get(name: str, default: str) -> str:
+            return env.get(f"CLAUDE_AUTH_SYNC_{name}", "").strip() or default
+
+        return cls(
+            mode=mode,
+            rules_file=get("RULES_FILE", cls.rules_file),
+            namespace=get("RULES_NAMESPACE", cls.namespace),
+            sidecar_label=get("RULES_LABEL", cls.sidecar_label),
+            sidecar_label_value=get("RULES_LABEL_VALUE", cls.sidecar_label_value),
+        )
+
+
 def _quote(value: str) -> str:
     """A LogQL string literal; roster names and emails never need escaping."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

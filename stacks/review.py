@@ -65,8 +65,16 @@ def synthesize(roster: Roster, settings: Settings) -> dict[str, Any]:
 
 
 def _resources(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Resource instances by Terraform address, ``for_each`` expanded."""
-    return instances_by_address(document)
+    """Vault resource instances by Terraform address, ``for_each`` expanded.
+
+    The alert rules' file or ConfigMap is left out: it changes with every
+    roster change, and the plan lists the rules themselves one by one.
+    """
+    return {
+        address: arguments
+        for address, arguments in instances_by_address(document).items()
+        if address.startswith("vault_")
+    }
 
 
 def policy_paths(policy_text: str) -> list[str]:
@@ -138,13 +146,33 @@ def check_stack(
         if path.startswith(("sys/", settings.kv_mount + "/")):
             problems.append(f"the provisioner policy reaches {path!r}; it must not.")
 
-    alerted = {r["labels"]["user"] for r in _rules(roster)}
+    alerted = {r["labels"]["user"] for r in _delivered_rules(document, roster)}
     for user in roster:
         if user.claude_auth and user.name not in alerted:
             problems.append(
                 f"user {user.name!r} has claude_auth on but no alert rules."
             )
     return problems
+
+
+def _delivered_rules(document: dict[str, Any], roster: Roster) -> list[dict[str, Any]]:
+    """The rules the stack hands to Loki, read back from its file or ConfigMap.
+
+    With delivery ``none`` the stack carries no rules, and the ones the roster
+    would get are checked instead.
+    """
+    import yaml  # noqa: PLC0415  # only the check reads the rules back
+
+    for address, arguments in instances_by_address(document).items():
+        if address.startswith("local_file."):
+            text = arguments["content"]
+        elif address.startswith("kubernetes_config_map_v1."):
+            text = next(iter(arguments["data"].values()))
+        else:
+            continue
+        rules: list[dict[str, Any]] = yaml.safe_load(text)["groups"][0]["rules"]
+        return rules
+    return _rules(roster)
 
 
 def _rules(roster: Roster) -> list[dict[str, Any]]:

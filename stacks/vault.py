@@ -29,6 +29,8 @@ from constructs import Construct
 
 from agent.roster import Roster
 from agent.settings import PROVISIONER_POLICY, Settings
+from stacks.alert_delivery import AlertRules
+from stacks.alerts import AlertSettings, DeliverySettings
 from stacks.policies import provisioner_policy, user_entries
 
 STACK_NAME = "vault"
@@ -83,7 +85,13 @@ class UserAccess(Construct):
 
 
 class VaultStack(TerraformStack):
-    """The users' access, the provisioner's policy, and optionally the KV mount."""
+    """The users' access, the provisioner's policy, optionally the KV mount, and
+    the Loki alert rules that watch the same roster.
+
+    The rules live in this stack rather than one of their own so that a single
+    ``cdktf deploy`` keeps Vault and alerting in step with the roster. Alert
+    and delivery settings default to what the environment says.
+    """
 
     def __init__(
         self,
@@ -91,6 +99,9 @@ class VaultStack(TerraformStack):
         roster: Roster,
         settings: Settings,
         name: str = STACK_NAME,
+        *,
+        alerts: AlertSettings | None = None,
+        delivery: DeliverySettings | None = None,
     ) -> None:
         super().__init__(scope, name)
 
@@ -113,3 +124,11 @@ class VaultStack(TerraformStack):
                 mount=settings.kv_mount,
                 max_versions=settings.kv_max_versions,
             )
+
+        self.alert_rules = AlertRules(
+            self,
+            "alert_rules",
+            roster=roster,
+            alerts=alerts or AlertSettings.from_env(),
+            delivery=delivery or DeliverySettings.from_env(),
+        )

@@ -89,6 +89,16 @@ def test_missing_role_and_stray_policy_are_caught(document: dict[str, Any]) -> N
     ]
 
 
+def test_user_without_alert_rules_is_caught(document: dict[str, Any]) -> None:
+    """A rules file that lost a user's rules fails the check."""
+    changed = copy.deepcopy(document)
+    rules_file = changed["resource"]["local_file"]["alert_rules"]
+    rules_file["content"] = rules_file["content"].replace("user: alice", "user: x")
+    assert check_stack(ROSTER, SETTINGS, changed) == [
+        "user 'alice' has claude_auth on but no alert rules."
+    ]
+
+
 CHANGED = parse_roster(
     "users:\n"
     "  alice: {email: alice@corp.example, claude_auth: false}\n"

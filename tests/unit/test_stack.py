@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import yaml
 
 from agent.settings import PROVISIONER_POLICY, Settings
 from stacks.policies import user_policy
@@ -44,6 +45,7 @@ def users_in(stack: Stack) -> dict[str, set[str]]:
     return {
         kind: {a for a in named if a.startswith("user[")}
         for kind, named in stack.items()
+        if kind.startswith("vault_")
     }
 
 
@@ -60,9 +62,16 @@ class TestDefaultStack:
     def stack(cls, five: Path) -> Stack:
         return declared(five)
 
-    def test_declares_only_policies_and_roles(self, stack: Stack) -> None:
-        """No KV secret, mount or anything else: the stack never writes user data."""
-        assert set(stack) == {"vault_policy", "vault_token_auth_backend_role"}
+    def test_declares_only_policies_roles_and_the_rules_file(
+        self, stack: Stack
+    ) -> None:
+        """No KV secret or mount: the stack never writes user data."""
+        assert set(stack) == {
+            "vault_policy",
+            "vault_token_auth_backend_role",
+            "local_file",
+        }
+        assert list(stack["local_file"]) == ["alert_rules"]
 
     def test_one_policy_and_one_role_per_user(self, stack: Stack) -> None:
         """Each user's instances are keyed by their name, one of each kind."""
@@ -284,3 +293,58 @@ def test_bad_setting_is_refused_without_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "CLAUDE_AUTH_SYNC_KV_MOUNT" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_bad_alert_delivery_is_refused_without_traceback(tmp_path: Path) -> None:
+    """An unknown delivery mode names the setting and the values it takes."""
+    done = run_main(FIVE_USERS, tmp_path, {"CLAUDE_AUTH_SYNC_ALERTS": "email"})
+    assert done.returncode == 2
+    assert "CLAUDE_AUTH_SYNC_ALERTS='email' is not one of file, configmap, none" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+class TestAlertDelivery:
+    """The Loki rule group, delivered as a file, a ConfigMap, or not at all."""
+
+    def test_file_carries_the_rules_for_enabled_users(self, five: Path) -> None:
+        """The rules file holds three rules per user with a timer, none for erin."""
+        rules_file = declared(five)["local_file"]["alert_rules"]
+        assert rules_file["filename"] == "loki-rules/fake/claude-auth-sync.yaml"
+        group = yaml.safe_load(rules_file["content"])["groups"][0]
+        users = [rule["labels"]["user"] for rule in group["rules"]]
+        assert sorted(set(users)) == ["alice", "bob", "carol", "dave"]
+        assert len(users) == 12
+
+    def test_file_path_is_a_setting(self, tmp_path: Path) -> None:
+        """A file-based ruler's own rules directory can be named."""
+        target = "/etc/loki/rules/fake/claude-auth-sync.yaml"
+        stack = declared(
+            synthesize(FIVE_USERS, tmp_path, {"CLAUDE_AUTH_SYNC_RULES_FILE": target})
+        )
+        assert stack["local_file"]["alert_rules"]["filename"] == target
+
+    def test_configmap_has_the_sidecar_label(self, tmp_path: Path) -> None:
+        """The ConfigMap sits in the ruler's namespace with the watched label."""
+        settings = {
+            "CLAUDE_AUTH_SYNC_ALERTS": "configmap",
+            "CLAUDE_AUTH_SYNC_RULES_NAMESPACE": "monitoring",
+        }
+        stack = declared(synthesize(FIVE_USERS, tmp_path, settings))
+        configmap = stack["kubernetes_config_map_v1"]["alert_rules"]
+        assert configmap["metadata"] == {
+            "name": "claude-auth-sync-rules",
+            "namespace": "monitoring",
+            "labels": {"loki_rule": "true"},
+        }
+        rules = yaml.safe_load(configmap["data"]["claude-auth-sync.yaml"])
+        assert len(rules["groups"][0]["rules"]) == 12
+        assert "local_file" not in stack
+
+    def test_none_declares_no_rules(self, tmp_path: Path) -> None:
+        """A site that manages Loki elsewhere gets only the Vault resources."""
+        stack = declared(
+            synthesize(FIVE_USERS, tmp_path, {"CLAUDE_AUTH_SYNC_ALERTS": "none"})
+        )
+        assert set(stack) == {"vault_policy", "vault_token_auth_backend_role"}
