@@ -150,7 +150,8 @@ def atomic_write(
     before it takes the old file's place; it may raise to abandon the write,
     and the temporary file is then removed. Raises ``OSError`` on I/O trouble.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    hidden = "." + path.name.lstrip(".")
+    tmp = path.with_name(f"{hidden}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(tmp, flags, mode)
     try:

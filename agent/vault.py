@@ -209,7 +209,7 @@ class UserVault:
             )
 
     def _where(self) -> str:
-        return f"{self.addr} {self.settings.data_path(self.user)}"
+        return f"{self.addr} {self.settings.kv_mount}/data/{self.path}"
 
     def _token_refused(self, doing: str) -> VaultError:
         return TokenInvalid(
