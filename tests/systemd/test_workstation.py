@@ -99,6 +99,11 @@ class Workstation:
             env["VAULT_TOKEN"] = self.openbao.root_token
         return self.container.run([PROVISION], env=env, check=False)
 
+    def journal(self, identifier: str) -> str:
+        return self.container.run(
+            ["journalctl", "-t", identifier, "--since", "today", "-o", "cat"]
+        ).stdout
+
     def exists(self, path: str) -> bool:
         return self.container.run(["test", "-e", path], check=False).returncode == 0
 
@@ -245,12 +250,6 @@ def sandbox(workstation: Workstation) -> dict[str, str]:
     return dict(json.loads(line.removeprefix("SANDBOX ")))
 
 
-def _journal(workstation: Workstation) -> str:
-    return workstation.container.run(
-        ["journalctl", "-t", "claude-auth-sync", "--since", "today", "-o", "cat"]
-    ).stdout
-
-
 def test_second_install_changes_nothing(workstation: Workstation) -> None:
     """Running make install-agent again changes nothing and says so."""
     output = workstation.make("install-agent")
@@ -303,7 +302,9 @@ def test_journal_has_the_ok_line(
     workstation: Workstation, alice_run: subprocess.CompletedProcess[str]
 ) -> None:
     """journalctl -t claude-auth-sync holds alice's OK line."""
-    assert re.search(r"^status=OK user=alice\b", _journal(workstation), re.M)
+    assert re.search(
+        r"^status=OK user=alice\b", workstation.journal("claude-auth-sync"), re.M
+    )
 
 
 def test_journal_holds_no_secret(
@@ -385,14 +386,16 @@ def test_security_exposure_is_low(workstation: Workstation) -> None:
 
 
 def test_dropping_bob_disables_his_timer(workstation: Workstation) -> None:
-    """After bob leaves the roster, the next hourly provisioner run disables him."""
+    """After bob leaves the roster, the provisioner's own unit disables his timer."""
     workstation.make("install-agent", roster="/scratch/roster-without-bob.yaml")
-    done = workstation.provision()
+    done = workstation.container.run(
+        ["systemctl", "start", "claude-auth-provision.service"], check=False
+    )
     state = workstation.container.run(
         ["systemctl", "is-enabled", "claude-auth-sync@bob.timer"], check=False
     ).stdout.strip()
 
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, workstation.journal("claude-auth-provision")
     assert state != "enabled"
 
 
