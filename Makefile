@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help setup node demo test lint synth bench bench-synth check plan
+.PHONY: help setup node demo test lint synth bench bench-synth bench-agent check plan
 
 help:
 	@echo "make demo     set up, then run the main job on a local OpenBao and API stub"
@@ -25,6 +25,7 @@ help:
 	@echo "make lint     ruff and mypy (strict) on the package"
 	@echo "make bench    rerun the benchmarks written down in docs/benchmarks.md"
 	@echo "make bench-synth  time make synth for 100, 1,000 and 10,000 users"
+	@echo "make bench-agent  time one claude-auth-sync run against OpenBao (as root)"
 
 setup: $(VENV)/.installed
 
@@ -54,10 +55,13 @@ demo: setup
 	$(PY) -m tools.demo
 
 # Each benchmark is a prerequisite of bench, so that one command reruns them all.
-bench: bench-synth
+bench: bench-synth bench-agent
 
 bench-synth: setup
 	$(PY) bench/synth.py
+
+bench-agent: setup
+	$(PY) bench/agent_run.py
 
 lint: setup
 	$(PY) -m ruff check .

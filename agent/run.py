@@ -37,7 +37,7 @@ from agent.errors import (
 )
 from agent.files import ensure_private_dir, read_private
 from agent.probe import ProbeResult, Verdict, claude_version, find_claude, run_probe
-from agent.report import Event, Report, Status, iso
+from agent.report import Event, Report, Status, format_line, iso
 from agent.settings import Settings, SettingsError, state_dir, token_file
 
 if TYPE_CHECKING:
@@ -86,16 +86,22 @@ def run(ctx: Context) -> int:
     """One pass: lock, check, probe, back up or restore; returns the exit code."""
     try:
         ensure_private_dir(ctx.state_dir)
+        lock = _try_lock(ctx.state_dir / "lock")
     except OSError as err:
-        print(
-            f"status=FAIL user={ctx.user} host={ctx.host} reason=state_dir "
-            f'msg="cannot create {ctx.state_dir}: {err.strerror}"',
-            file=ctx.out,
+        # Without its state directory the run cannot log to sync.log either;
+        # the line still reaches the journal through stdout.
+        event = Event(
+            Status.FAIL,
+            "state_dir",
+            f"Cannot use the state directory {ctx.state_dir} ({err.strerror}).",
+            f"Make it a directory owned by {ctx.user} with mode 700: "
+            f"sudo install -d -m 700 -o {ctx.user} {ctx.state_dir}",
+            exit_code=ExitCode.CONFIG,
         )
+        print(format_line(event, ctx.user, ctx.host), file=ctx.out)
         return int(ExitCode.CONFIG)
     report = Report(ctx.user, ctx.host, ctx.state_dir, ctx.clock, ctx.out)
 
-    lock = _try_lock(ctx.state_dir / "lock")
     if lock is None:
         report.emit(
             Event(Status.SKIP, "locked", "another run for this user is in progress")
