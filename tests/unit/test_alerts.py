@@ -35,6 +35,7 @@ def by_user(rules: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 def test_rules_file_is_loki_ruler_yaml() -> None:
     """The file has one group; every rule has the fields a Loki ruler reads."""
     document = yaml.safe_load(render_rules_yaml(ROSTER, AlertSettings()))
+    assert document == rule_group(ROSTER, AlertSettings())
     assert list(document) == ["groups"]
     (group,) = document["groups"]
     assert group["name"] == "claude-auth-sync"

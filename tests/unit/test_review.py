@@ -93,7 +93,8 @@ def test_user_without_alert_rules_is_caught(document: dict[str, Any]) -> None:
     """A rules file that lost a user's rules fails the check."""
     changed = copy.deepcopy(document)
     rules_file = changed["resource"]["local_file"]["alert_rules"]
-    rules_file["content"] = rules_file["content"].replace("user: alice", "user: x")
+    content = rules_file["content"]
+    rules_file["content"] = content.replace('user: "alice"', 'user: "x"')
     assert check_stack(ROSTER, SETTINGS, changed) == [
         "user 'alice' has claude_auth on but no alert rules."
     ]
