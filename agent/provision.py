@@ -30,9 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import layout
-from agent.errors import AgentError, ConfigError, TokenFileError
+from agent.errors import (
+    AgentError,
+    ConfigError,
+    TokenDrift,
+    TokenFileError,
+    TokenInvalid,
+    VaultUnavailable,
+)
 from agent.files import atomic_write, ensure_private_dir, read_private
-from agent.roster import Roster, RosterError, User, load_roster
+from agent.roster import Roster, RosterError, load_roster
 from agent.settings import Settings, SettingsError, role_name, token_display_name
 from agent.systemd import Systemctl, SystemctlError
 
@@ -181,19 +188,18 @@ class Provisioner:
         The drop-ins must be loaded before a timer is started, since a timer
         whose boot delay has passed starts its service at once.
         """
-        outcomes = [self._each(user.name, self._prepare, user) for user in self.roster]
         leavers = sorted(self._instances() - set(self.roster.names))
-        outcomes += [Outcome(name) for name in leavers]
+        outcomes = [Outcome(name) for name in (*self.roster.names, *leavers)]
         for outcome in outcomes:
-            if not self._wanted(outcome.user):
-                self._each(outcome.user, self._remove_dropin, outcome)
+            step = self._prepare if self._wanted(outcome.user) else self._remove_dropin
+            self._each(outcome, step)
 
         if self.reload_needed and self._systemd_up() and not self.dry_run:
             self.systemctl.run("daemon-reload")
             log.info("reloaded systemd for the changed drop-ins")
         for outcome in outcomes:
             if outcome.error is None:
-                self._each(outcome.user, self._set_timer, outcome)
+                self._each(outcome, self._set_timer)
         return outcomes
 
     def _wanted(self, name: str) -> bool:
@@ -203,36 +209,26 @@ class Provisioner:
 
     # -- one user ----------------------------------------------------------------
 
-    def _each(self, name: str, step: Callable[..., Outcome], arg: object) -> Outcome:
+    def _each(self, outcome: Outcome, step: Callable[[Outcome], None]) -> None:
         """Run one user's step in its own try, so one user cannot stop the rest."""
         try:
-            return step(arg)
+            step(outcome)
         except AgentError as err:
-            log.error("%s: %s %s", name, err.message, err.action)
-            outcome = arg if isinstance(arg, Outcome) else Outcome(name)
+            log.error("%s: %s %s", outcome.user, err.message, err.action)
             outcome.error = err
-            return outcome
         except (OSError, SystemctlError) as err:
-            log.debug("provisioning %s failed", name, exc_info=True)
-            log.error("%s: %s", name, err)
-            outcome = arg if isinstance(arg, Outcome) else Outcome(name)
+            log.debug("provisioning %s failed", outcome.user, exc_info=True)
+            log.error("%s: %s", outcome.user, err)
             outcome.error = ProvisionError(str(err), "Fix the cause above and rerun.")
-            return outcome
 
-    def _prepare(self, user: User) -> Outcome:
-        outcome = Outcome(user.name)
-        account = self.accounts(user.name)
-        if account is None:
-            outcome.notes.append("no account on this host")
-            return outcome
-        if not user.claude_auth:
-            outcome.notes.append("claude_auth is false")
-            return outcome
-
+    def _prepare(self, outcome: Outcome) -> None:
+        """Prepare the home, the drop-in and the token of a user who is wanted."""
+        account = self.accounts(outcome.user)
+        if account is None:  # removed since _wanted looked
+            return
         self._prepare_home(account, outcome)
         self._write_dropin(account, outcome)
         self._check_token(account, outcome)
-        return outcome
 
     def _prepare_home(self, account: Account, outcome: Outcome) -> None:
         """Create the directories and ``~/.claude.json`` the sandbox binds in.
@@ -248,7 +244,7 @@ class Provisioner:
                     self._change(
                         outcome, f"create ~/{relative}", ensure_private_dir, path
                     )
-                self._check_private(account, path, stat.S_ISDIR, relative)
+                self._check_private(account, path, stat.S_ISDIR)
             claude_json = home / layout.CLAUDE_JSON
             if not claude_json.exists() and not claude_json.is_symlink():
                 self._change(
@@ -257,14 +253,13 @@ class Provisioner:
                     _create_empty_json,
                     claude_json,
                 )
-            self._check_private(account, claude_json, stat.S_ISREG, layout.CLAUDE_JSON)
+            self._check_private(account, claude_json, stat.S_ISREG)
 
     def _check_private(
         self,
         account: Account,
         path: Path,
         kind: Callable[[int], bool],
-        relative: Path,
     ) -> None:
         """Refuse a path that is a symlink, of the wrong kind or someone else's."""
         if self.dry_run and not path.exists() and not path.is_symlink():
@@ -305,7 +300,6 @@ class Provisioner:
         A dead or foreign token is replaced when an admin token is given and
         is otherwise an error naming the fix; an outage is only a note.
         """
-        from agent.errors import TokenDrift, TokenInvalid, VaultUnavailable  # noqa: PLC0415
         from agent.vault import UserVault, make_client  # noqa: PLC0415  # loads hvac
 
         path = account.home / layout.TOKEN_FILE
@@ -333,7 +327,7 @@ class Provisioner:
         except (TokenInvalid, TokenDrift) as err:
             if not self.admin_token:
                 raise TokenFileError(err.message, self._rerun()) from None
-            log.warning("%s: %s Replacing it.", account.name, err.message)
+            log.warning("%s: %s", account.name, err.message)
             self._change(outcome, "replace the unusable token", self._mint, account)
             return
         except VaultUnavailable as err:
@@ -398,31 +392,25 @@ class Provisioner:
 
     # -- timers -------------------------------------------------------------------
 
-    def _set_timer(self, outcome: Outcome) -> Outcome:
+    def _set_timer(self, outcome: Outcome) -> None:
         """Enable the timer of a prepared user; disable everyone else's."""
         wanted = self._wanted(outcome.user)
         if not self._systemd_up():
-            return outcome
+            return
 
         timer = layout.sync_timer(outcome.user)
-        enabled, active = (
-            self.systemctl.is_enabled(timer),
-            self.systemctl.is_active(timer),
-        )
+        enabled = self.systemctl.is_enabled(timer)
+        active = self.systemctl.is_active(timer)
         if wanted and not (enabled and active):
-            self._change(
-                outcome,
-                "enable the timer",
-                self.systemctl.run,
-                "enable",
-                "--now",
-                timer,
-            )
+            self._change(outcome, "enable the timer", self._enable, outcome.user)
         elif not wanted and (enabled or active):
             self._change(outcome, "disable the timer", self._disable, outcome.user)
-        return outcome
+
+    def _enable(self, user: str) -> None:
+        self.systemctl.run("enable", "--now", layout.sync_timer(user))
 
     def _disable(self, user: str) -> None:
+        """Stop the user's timer and service for good, and forget any failure."""
         self.systemctl.run("disable", "--now", layout.sync_timer(user))
         self.systemctl.run("stop", layout.sync_service(user), check=False)
         self.systemctl.run(
@@ -432,12 +420,20 @@ class Provisioner:
             check=False,
         )
 
-    def _remove_dropin(self, outcome: Outcome) -> Outcome:
+    def _remove_dropin(self, outcome: Outcome) -> None:
+        """Remove the drop-in of a user who is not wanted, and say why not."""
+        user = self.roster.get(outcome.user)
+        if user is None:
+            outcome.notes.append("not in the roster")
+        elif not user.claude_auth:
+            outcome.notes.append("claude_auth is false")
+        else:
+            outcome.notes.append("no account on this host")
+
         path = layout.dropin_dir(self.unit_dir, outcome.user) / layout.HOME_DROPIN
         if path.is_file():
             self._change(outcome, "remove the sandbox drop-in", path.unlink)
             self.reload_needed = True
-        return outcome
 
     def _instances(self) -> set[str]:
         """Users who have a timer or drop-in here, whatever the roster says now."""

@@ -49,6 +49,10 @@ users:
 ACCESS_TOKEN = "sk-ant-oat01-e2e-alice-access-token"
 REFRESH_TOKEN = "sk-ant-ort01-e2e-alice-refresh-token"
 PREFIX = "/opt/claude-auth-sync"
+SNAPSHOT = (
+    "Makefile", "pyproject.toml", "README.md", "roster.yaml",
+    "agent", "stacks", "tools", "templates",
+)  # fmt: skip
 PROVISION = f"{PREFIX}/bin/claude-auth-provision"
 
 # Runs inside alice's unit in place of the agent: every attempt to reach bob's
@@ -140,6 +144,20 @@ def _wheelhouse(target: Path) -> Path:
     return target
 
 
+def _snapshot(target: Path) -> Path:
+    """A copy of what make install-agent reads, so that the container sees one
+    consistent tree even while the working tree changes under the test."""
+    target.mkdir()
+    for name in SNAPSHOT:
+        source = REPO / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "node_modules")
+            shutil.copytree(source, target / name, ignore=ignore)
+        else:
+            shutil.copy2(source, target / name)
+    return target
+
+
 def _forget_stack(client: hvac.Client) -> None:
     """Remove this module's policies, roles and backups from the shared server."""
     for name in client.sys.list_acl_policies()["data"]["keys"]:
@@ -190,7 +208,8 @@ def workstation(
     apply_stack(client, synthesize(ROSTER, scratch / "stack"))
     root = debian_root(scratch)
 
-    binds = {REPO: "/src", scratch: "/scratch", claude: "/usr/local/bin/claude"}
+    source = _snapshot(scratch / "src")
+    binds = {source: "/src", scratch: "/scratch", claude: "/usr/local/bin/claude"}
     try:
         with api_stub() as stub, booted(root, scratch, binds) as container:
             stub.accept(ACCESS_TOKEN)
