@@ -8,7 +8,9 @@ be added as steps of their own:
 2. start a local OpenBao dev server (stopped again at the end, whatever happens);
 3. apply the stack's policies and token roles to it;
 4. mint alice's and bob's tokens through their roles, as the provisioner does;
-5. show what those tokens may and may not do.
+5. show what those tokens may and may not do;
+6. walk one user's login through OK, RECOVERED and FAIL sso_required with the
+   renewal agent (``tools/demo_agent.py``).
 
 No token is ever printed: the demo shows names, paths and verdicts only.
 """
@@ -206,6 +208,9 @@ def main() -> int:
             apply_vault_stack(demo)
             mint_tokens(demo)
             show_isolation(demo)
+            from tools.demo_agent import walk_lifecycle  # noqa: PLC0415  # it imports this module
+
+            walk_lifecycle(demo, stack)
         except (DemoError, StackError) as err:
             log.error("The demo stopped: %s", err)
             log.debug("Details.", exc_info=True)
