@@ -132,6 +132,9 @@ def _run_locked(ctx: Context, report: Report, facts: dict[str, Any]) -> None:
     """Run the pass; every expected failure becomes one line, never a traceback."""
     try:
         Sync(ctx, report, facts).run()
+    except (VaultUnavailable, BackupConflict) as err:
+        # Transient: the next run retries, and nobody needs to act yet.
+        report.emit(Event.from_error(err, Status.WARN))
     except AgentError as err:
         report.emit(Event.from_error(err))
     except Exception as err:  # the line is the contract; the traceback is DEBUG

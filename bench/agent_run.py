@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.settings import state_dir, token_file  # noqa: E402  # after the path
+from tests.support.agent_host import os_account  # noqa: E402
 from tests.support.components import bao_binary  # noqa: E402
 from tests.support.openbao import openbao_server  # noqa: E402
 from tests.support.vault_stack import apply_stack, mint_user_token, synthesize  # noqa: E402
@@ -40,18 +42,6 @@ RUNS = 21
 AGENT = REPO / ".venv" / "bin" / "claude-auth-sync"
 ANSWER = {"type": "result", "is_error": False, "api_error_status": None,
           "result": "AUTH_OK"}  # fmt: skip
-
-
-def ensure_user() -> tuple[pwd.struct_passwd, bool]:
-    try:
-        return pwd.getpwnam(USER), False
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", "--user-group", USER],
-            check=True,
-        )  # fmt: skip
-        return pwd.getpwnam(USER), True
 
 
 def prepare_home(home: Path, entry: pwd.struct_passwd, token: str) -> Path:
@@ -124,28 +114,28 @@ def main() -> int:
     # user could not write __pycache__ in the source tree, so compile it now.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "agent")],
                    check=True)  # fmt: skip
-    entry, created = ensure_user()
     base = Path(tempfile.mkdtemp(prefix="bench-agent-"))
     base.chmod(0o711)
     try:
-        roster = f"users:\n  {USER}: {{email: bench@corp.example}}\n"
-        tf_json = synthesize(roster, base / "stack")
-        with openbao_server(binary) as server:
-            apply_stack(server.client(), tf_json)
-            token = mint_user_token(server.client(), USER)
-            home = base / "home"
-            home.mkdir()
-            claude = prepare_home(home, entry, token)
-            env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
-                   "VAULT_ADDR": server.addr, "CLAUDE_BIN": str(claude)}  # fmt: skip
-            first = run_once(env, entry)
-            results = [run_once(env, entry) for _ in range(RUNS)]
-            empty = baseline("pass", entry)
-            hvac_only = baseline("import hvac", entry)
+        with os_account(USER) as entry:
+            roster = f"users:\n  {USER}: {{email: bench@corp.example}}\n"
+            tf_json = synthesize(roster, base / "stack")
+            with openbao_server(binary) as server:
+                apply_stack(server.client(), tf_json)
+                token = mint_user_token(server.client(), USER)
+                home = base / "home"
+                home.mkdir()
+                claude = prepare_home(home, entry, token)
+                env = {
+                    "PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+                    "VAULT_ADDR": server.addr, "CLAUDE_BIN": str(claude),
+                }  # fmt: skip
+                first = run_once(env, entry)
+                results = [run_once(env, entry) for _ in range(RUNS)]
+                empty = baseline("pass", entry)
+                hvac_only = baseline("import hvac", entry)
     finally:
-        subprocess.run(["rm", "-rf", str(base)], check=False)
-        if created:
-            subprocess.run(["userdel", USER], check=False)
+        shutil.rmtree(base, ignore_errors=True)
 
     times = sorted(r[0] * 1000 for r in results)
     peaks = [r[1] for r in results]

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from agent.settings import DEFAULT_KV_MOUNT, state_dir, token_file
+from tests.support.agent_host import os_account
 from tests.support.api_stub import ApiStub, api_stub
 from tests.support.components import REPO, claude_binary
 from tests.support.vault_stack import apply_stack, mint_user_token, synthesize
@@ -78,20 +79,8 @@ def demo_account() -> Iterator[pwd.struct_passwd]:
     if os.geteuid() != 0:
         yield pwd.getpwuid(os.geteuid())
         return
-    try:
-        yield pwd.getpwnam(DEMO_ACCOUNT)
-        return
-    except KeyError:
-        pass
-    subprocess.run(
-        ["useradd", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", "--user-group", DEMO_ACCOUNT],
-        check=True,
-    )  # fmt: skip
-    try:
-        yield pwd.getpwnam(DEMO_ACCOUNT)
-    finally:
-        subprocess.run(["userdel", DEMO_ACCOUNT], check=False)
+    with os_account(DEMO_ACCOUNT) as entry:
+        yield entry
 
 
 def login(tag: str) -> dict[str, Any]:

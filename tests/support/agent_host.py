@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,24 +239,34 @@ def _require_root() -> None:
     pytest.skip(message)
 
 
+@contextmanager
+def os_account(name: str) -> Iterator[pwd.struct_passwd]:
+    """An OS account without login or home to run the agent as (root only).
+
+    Created when missing and then removed again; an existing one is left be.
+    """
+    try:
+        yield pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    subprocess.run(
+        ["useradd", "--no-create-home", "--home-dir", "/nonexistent",
+         "--shell", "/usr/sbin/nologin", "--user-group", name],
+        check=True,
+    )  # fmt: skip
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
 @pytest.fixture(scope="session")
 def agent_users() -> Iterator[dict[str, pwd.struct_passwd]]:
     """The test users as real OS accounts, created for the session if missing."""
     _require_root()
-    created = []
-    for user in USERS:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--no-create-home", "--home-dir", "/nonexistent",
-                 "--shell", "/usr/sbin/nologin", "--user-group", user],
-                check=True,
-            )  # fmt: skip
-            created.append(user)
-    yield {user: pwd.getpwnam(user) for user in USERS}
-    for user in created:
-        subprocess.run(["userdel", user], check=False)
+    with ExitStack() as stack:
+        yield {user: stack.enter_context(os_account(user)) for user in USERS}
 
 
 @pytest.fixture(scope="session")
