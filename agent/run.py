@@ -408,7 +408,7 @@ class Sync:
         for _ in range(MAX_RESTARTS):
             local = self.read_local()
             if not _should_restore(local, copy):
-                self.sso_required(_why_not_restored(local, copy))
+                self.sso_required(_why_not_restored(copy))
                 return
             try:
                 creds.write_merged(local, copy or {})
@@ -510,7 +510,7 @@ def _should_restore(local: Credentials, copy: dict[str, Any] | None) -> bool:
     return _expiry(copy) > _expiry(local.oauth)
 
 
-def _why_not_restored(local: Credentials, copy: dict[str, Any] | None) -> str:
+def _why_not_restored(copy: dict[str, Any] | None) -> str:
     if copy is None:
         return "and Vault holds no usable copy to restore"
     return "and the Vault copy is not newer than it, so it was not replayed"
