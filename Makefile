@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help setup node demo test lint synth bench bench-synth bench-agent check plan
+.PHONY: help setup node demo test lint synth bench bench-synth bench-agent bench-notice check plan
 
 help:
 	@echo "make demo     set up, then run the main job on a local OpenBao and API stub"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench    rerun the benchmarks written down in docs/benchmarks.md"
 	@echo "make bench-synth  time make synth for 100, 1,000 and 10,000 users"
 	@echo "make bench-agent  time one claude-auth-sync run against OpenBao (as root)"
+	@echo "make bench-notice time what the login notice adds to a shell's start"
 
 setup: $(VENV)/.installed
 
@@ -55,13 +56,16 @@ demo: setup
 	$(PY) -m tools.demo
 
 # Each benchmark is a prerequisite of bench, so that one command reruns them all.
-bench: bench-synth bench-agent
+bench: bench-synth bench-agent bench-notice
 
 bench-synth: setup
 	$(PY) bench/synth.py
 
 bench-agent: setup
 	$(PY) bench/agent_run.py
+
+bench-notice: setup
+	$(PY) bench/notice.py
 
 lint: setup
 	$(PY) -m ruff check .

@@ -24,6 +24,22 @@ SYNC_TIMER = SYNC_UNIT + ".timer"
 PROVISION_SERVICE = "claude-auth-provision.service"
 PROVISION_TIMER = "claude-auth-provision.timer"
 
+#: The login notice every interactive shell sources.
+PROFILE_SNIPPET = Path("/etc/profile.d/claude-auth-sync.sh")
+#: Configurations for the log shipper that carries the journal lines to Loki:
+#: one for Grafana Alloy, one for promtail; the host uses whichever it runs.
+SHIPPER_DIR = CONF_DIR / "log-shipper"
+ALLOY_CONFIG = SHIPPER_DIR / "claude-auth-sync.alloy"
+PROMTAIL_CONFIG = SHIPPER_DIR / "promtail.yaml"
+
+#: The template of each installed file that is not named after it, relative to
+#: ``templates/``; every other file's template is its own name plus ``.j2``.
+TEMPLATE_OF = {
+    PROFILE_SNIPPET: "profile.d/claude-auth-sync.sh.j2",
+    ALLOY_CONFIG: "log-shipper/claude-auth-sync.alloy.j2",
+    PROMTAIL_CONFIG: "log-shipper/promtail.yaml.j2",
+}
+
 #: The per-user drop-in that binds the user's own paths into the sandbox:
 #: systemd has no specifier for the home directory of ``User=``.
 HOME_DROPIN = "10-home-paths.conf"
@@ -56,7 +72,19 @@ def dropin_dirs(unit_dir: Path) -> list[Path]:
 
 
 def installed_files() -> tuple[Path, ...]:
-    """The files ``make install-agent`` writes (final paths), each from a template
-    of the same name plus ``.j2`` except the roster, which is copied."""
+    """The files ``make install-agent`` writes (final paths), each rendered from
+    ``template_of`` its path, except the roster, which is copied."""
     units = (SYNC_SERVICE, SYNC_TIMER, PROVISION_SERVICE, PROVISION_TIMER)
-    return (*(UNIT_DIR / name for name in units), ENV_FILE, ROSTER_FILE)
+    return (
+        *(UNIT_DIR / name for name in units),
+        ENV_FILE,
+        ROSTER_FILE,
+        PROFILE_SNIPPET,
+        ALLOY_CONFIG,
+        PROMTAIL_CONFIG,
+    )
+
+
+def template_of(target: Path) -> str:
+    """The template, relative to ``templates/``, that renders an installed file."""
+    return TEMPLATE_OF.get(target, f"{target.name}.j2")

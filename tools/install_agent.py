@@ -43,6 +43,7 @@ PACKAGE_SOURCES = ("pyproject.toml", "README.md", "agent", "stacks")
 BOOT_DELAY_MINUTES = 5
 RANDOM_DELAY_MINUTES = 15
 SYNC_TIMEOUT_MINUTES = 10
+DEFAULT_LOKI_PUSH_URL = "http://localhost:3100/loki/api/v1/push"
 
 #: The settings copied from the installer's environment into agent.env, in
 #: this order. VAULT_TOKEN is not among them, and never will be.
@@ -273,6 +274,17 @@ def passed_settings(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     ]
 
 
+def loki_push_url(environ: Mapping[str, str]) -> str:
+    """Where the log shipper pushes; raises ``InstallError`` for a non-URL."""
+    url = environ.get("LOKI_PUSH_URL", "").strip() or DEFAULT_LOKI_PUSH_URL
+    if not re.match(r"^https?://[^\s/\"]+/\S*$", url):
+        raise InstallError(
+            f"LOKI_PUSH_URL={url!r} is not a Loki push address; give one such as "
+            f"{DEFAULT_LOKI_PUSH_URL}"
+        )
+    return url
+
+
 def timer_schedule(environ: Mapping[str, str]) -> tuple[int, str]:
     """The renewal period in hours and its OnCalendar expression.
 
@@ -324,10 +336,15 @@ def render_all(layout: Layout, environ: Mapping[str, str]) -> dict[Path, str]:
         "boot_delay_minutes": BOOT_DELAY_MINUTES,
         "random_delay_minutes": RANDOM_DELAY_MINUTES,
         "variables": settings,
+        "state_dir": str(paths.STATE_DIR),
+        "service_prefix": paths.SYNC_UNIT.rstrip("@"),
+        "loki_push_url": loki_push_url(environ),
+        "max_age": "12h",
+        "positions_file": "/var/lib/claude-auth-sync/promtail-positions.yaml",
     }
     return {
-        target: env.get_template(f"{target.name}.j2").render(
-            source=f"{target.name}.j2",
+        target: env.get_template(paths.template_of(target)).render(
+            source=paths.template_of(target),
             **context,
         )
         for target in paths.installed_files()

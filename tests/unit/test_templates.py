@@ -8,14 +8,19 @@ sandbox's effect are proven in tests/systemd.
 from __future__ import annotations
 
 import importlib.util
+import io
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
+from agent.layout import installed_files
+from agent.report import Event, Report, Status
 from tests.support.components import REPO
 
 UNIT_DIR = Path("etc/systemd/system")
@@ -207,7 +212,8 @@ def test_second_install_changes_nothing(install) -> None:
     code, output = install()
 
     assert code == 0
-    assert re.findall(r": (\w+)", output).count("unchanged") == 6
+    unchanged = re.findall(r": (\w+)", output).count("unchanged")
+    assert unchanged == len(installed_files())
     assert "nothing changed" in output
 
 
@@ -254,3 +260,152 @@ def test_uninstall_refuses_a_foreign_prefix(install, tmp_path: Path) -> None:
     assert code == 1
     assert "was not made by make install-agent" in output
     assert (tmp_path / "root" / "opt" / "cas").is_dir()
+
+
+# -- the login notice and the log shipper's configuration ----------------------
+
+PROFILE = Path("etc/profile.d/claude-auth-sync.sh")
+SHIPPER = Path("etc/claude-auth-sync/log-shipper")
+
+
+def write_status(home: Path, event: Event, facts: dict[str, object]) -> None:
+    """A status.json as the agent's own report writes it."""
+    state = home / ".local/state/claude-auth-sync"
+    state.mkdir(parents=True, exist_ok=True)
+    report = Report("alice", "ws1", state, clock=lambda: 1_800_000_000.0)
+    report.out = io.StringIO()
+    report.emit(event)
+    report.write_status(facts)
+
+
+def login_shell(snippet: Path, home: Path, shell: str = "bash") -> str:
+    """What an interactive shell of alice prints at start, from the snippet alone."""
+    command = [shell, "-i", "-c", f". {snippet}"]
+    if shell == "bash":
+        command[1:1] = ["--norc", "--noprofile"]
+    done = subprocess.run(
+        command,
+        env={"HOME": str(home), "USER": "alice", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    return done.stdout
+
+
+LOGIN = "claude auth login --claudeai --sso --email alice@corp.example"
+
+
+@pytest.fixture
+def snippet(install, tmp_path: Path) -> Path:
+    install()
+    return tmp_path / "root" / PROFILE
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh"])
+def test_notice_when_sso_is_required(snippet: Path, tmp_path: Path, shell: str) -> None:
+    """A FAIL sso_required shows the exact login and rerun commands."""
+    home = tmp_path / "home"
+    write_status(
+        home,
+        Event(Status.FAIL, "sso_required", "rejected", "log in"),
+        {"needs_login": True, "login_command": LOGIN},
+    )
+    shown = login_shell(snippet, home, shell)
+    assert shown.splitlines() == [
+        "claude-auth-sync: your Claude login was rejected and no backup could "
+        "restore it.",
+        f"  Log in again:   {LOGIN}",
+        "  Then check it:  systemctl start claude-auth-sync@alice.service",
+    ]
+
+
+def test_notice_when_the_login_expires_soon(snippet: Path, tmp_path: Path) -> None:
+    """The login_expiring warning names the deadline and the login command."""
+    home = tmp_path / "home"
+    write_status(
+        home,
+        Event(Status.WARN, "login_expiring", "ends soon"),
+        {
+            "needs_login": False,
+            "login_expiring": True,
+            "login_command": LOGIN,
+            "login_expires_at": "2027-01-02T03:04:05Z",
+        },
+    )
+    assert login_shell(snippet, home).splitlines() == [
+        "claude-auth-sync: your Claude login ends at 2027-01-02T03:04:05Z; no "
+        "refresh can extend it.",
+        f"  Log in again when it suits you:  {LOGIN}",
+    ]
+
+
+def test_notice_is_gone_after_an_ok(snippet: Path, tmp_path: Path) -> None:
+    """The next OK rewrites the status, and the shell is silent again."""
+    home = tmp_path / "home"
+    write_status(
+        home,
+        Event(Status.FAIL, "sso_required"),
+        {"needs_login": True, "login_command": LOGIN},
+    )
+    write_status(home, Event(Status.OK), {"needs_login": False})
+    assert login_shell(snippet, home) == ""
+
+
+def test_notice_is_silent_without_a_status_file(snippet: Path, tmp_path: Path) -> None:
+    """A user who never ran the agent sees nothing, and no error."""
+    assert login_shell(snippet, tmp_path / "nobody") == ""
+
+
+def test_notice_is_silent_in_scripts(snippet: Path, tmp_path: Path) -> None:
+    """A non-interactive shell (scp, cron, scripts) never gets the notice."""
+    home = tmp_path / "home"
+    write_status(
+        home,
+        Event(Status.FAIL, "sso_required"),
+        {"needs_login": True, "login_command": LOGIN},
+    )
+    done = subprocess.run(
+        ["sh", "-c", f". {snippet}"],
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout == ""
+
+
+def test_promtail_config_labels_what_the_rules_select(install, tmp_path: Path) -> None:
+    """promtail keeps only the agent's lines and labels identifier and host."""
+    install(LOKI_PUSH_URL="https://loki.corp.example/loki/api/v1/push")
+    config = yaml.safe_load((tmp_path / "root" / SHIPPER / "promtail.yaml").read_text())
+    assert config["clients"] == [{"url": "https://loki.corp.example/loki/api/v1/push"}]
+    (job,) = config["scrape_configs"]
+    relabel = {
+        rule.get("target_label") or rule["action"]: rule
+        for rule in job["relabel_configs"]
+    }
+    assert relabel["keep"]["regex"] == "claude-auth-sync"
+    assert relabel["identifier"]["source_labels"] == ["__journal_syslog_identifier"]
+    assert relabel["host"]["source_labels"] == ["__journal__hostname"]
+
+
+def test_alloy_config_labels_what_the_rules_select(install, tmp_path: Path) -> None:
+    """Alloy reads the agent's journal lines and sets identifier and host."""
+    install()
+    text = (tmp_path / "root" / SHIPPER / "claude-auth-sync.alloy").read_text()
+    assert 'matches       = "SYSLOG_IDENTIFIER=claude-auth-sync"' in text
+    assert (
+        'source_labels = ["__journal_syslog_identifier"]\n    target_label  = '
+        '"identifier"'
+    ) in text
+    assert 'url = "http://localhost:3100/loki/api/v1/push"' in text
+    assert text.count("{") == text.count("}")
+
+
+def test_a_bad_loki_address_is_refused(install) -> None:
+    """A push address that is not a URL stops the install with the fix."""
+    code, output = install(LOKI_PUSH_URL="loki:3100")
+    assert code == 1
+    assert "LOKI_PUSH_URL='loki:3100' is not a Loki push address" in output
