@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import stat
 from pathlib import Path
 
 from agent.errors import ExitCode
 from agent.report import Event, Report, Status, format_line, logfmt_value, read_status
+from tests.support.logfmt import parse_logfmt
 
 NOW = 1_796_000_000.0  # 2026-11-30T00:53:20Z, passed in rather than patched
 
@@ -17,15 +17,6 @@ NOW = 1_796_000_000.0  # 2026-11-30T00:53:20Z, passed in rather than patched
 def report(tmp_path: Path, now: float = NOW) -> tuple[Report, io.StringIO]:
     out = io.StringIO()
     return Report("alice", "ws1", tmp_path, lambda: now, out), out
-
-
-def parse_logfmt(line: str) -> dict[str, str]:
-    """A strict reader of logfmt: bare values, or quoted with \\" and \\\\."""
-    pairs = re.findall(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^ ]*)', line)
-    return {
-        key: re.sub(r"\\(.)", r"\1", value[1:-1]) if value.startswith('"') else value
-        for key, value in pairs
-    }
 
 
 def test_line_starts_with_status_user_host_reason() -> None:
