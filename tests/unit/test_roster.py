@@ -139,10 +139,8 @@ def test_claude_auth_must_be_a_boolean() -> None:
 
 def test_bound_cidrs_are_validated_and_inherited() -> None:
     """Bad CIDRs are refused; a user without their own takes the roster's."""
-    found = problems_of(
-        "users:\n  a:\n    email: a@corp.example\n"
-        "    token_bound_cidrs: [10.0.0.1/8]\n"
-    )
+    alice = "users:\n  a:\n    email: a@corp.example\n"
+    found = problems_of(alice + "    token_bound_cidrs: [10.0.0.1/8]\n")
     assert "'10.0.0.1/8', which is not a network" in found[0]
     roster = parse_roster(
         "token_bound_cidrs: [10.0.0.0/8]\n"
