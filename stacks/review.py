@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -51,6 +52,8 @@ class ReviewError(RuntimeError):
 
 def synthesize(roster: Roster, settings: Settings) -> dict[str, Any]:
     """The stack's Terraform JSON for a roster, synthesized in a scratch folder."""
+    # Node 20 works; jsii's end-of-life banner would only bury the review.
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     from cdktf import App  # noqa: PLC0415  # jsii starts Node: only when needed
 
     from stacks.vault import STACK_NAME, VaultStack  # noqa: PLC0415
