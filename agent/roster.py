@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,13 @@ USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 EMAIL = re.compile(
     r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+
+#: A workstation's name as ``hostname`` prints it, short or fully qualified,
+#: in lowercase so that one host cannot be listed under two spellings.
+HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+    r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 
 #: System accounts that must never get a Claude login, and "provisioner",
@@ -50,7 +57,7 @@ RESERVED_NAMES = frozenset(
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 TOP_KEYS = frozenset({"users", "token_bound_cidrs"})
-USER_KEYS = frozenset({"email", "claude_auth", "token_bound_cidrs"})
+USER_KEYS = frozenset({"email", "claude_auth", "token_bound_cidrs", "hosts"})
 
 
 @dataclass(frozen=True)
@@ -84,12 +91,18 @@ class User:
 
     ``claude_auth`` false keeps the user's policy and stored data but stops
     their timer, for someone who has an account but does not use Claude.
+    ``hosts`` names the workstations they work on; empty means every host.
     """
 
     name: str
     email: str
     claude_auth: bool = True
     token_bound_cidrs: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+    def works_on(self, host_names: Collection[str]) -> bool:
+        """Whether this user works on the host known by any of ``host_names``."""
+        return not self.hosts or any(host in host_names for host in self.hosts)
 
 
 @dataclass(frozen=True)
@@ -206,6 +219,44 @@ def _check_cidrs(
     return tuple(cidrs)
 
 
+def _check_hosts(
+    value: Any, user: str, line: int | None, problems: list[Problem]
+) -> tuple[str, ...]:
+    """The user's workstations; a bad entry is a problem, never skipped quietly."""
+    if not isinstance(value, list) or not value:
+        problems.append(
+            Problem(
+                "hosts must be a non-empty list of host names, such as "
+                "[ws1, ws2.corp.example]; leave it out to mean every host.",
+                user=user,
+                line=line,
+            )
+        )
+        return ()
+    hosts: list[str] = []
+    for entry in value:
+        if isinstance(entry, str) and HOST_NAME.match(entry):
+            if entry in hosts:
+                problems.append(
+                    Problem(f"hosts lists {entry!r} twice; keep one.", user, line)
+                )
+            hosts.append(entry)
+            continue
+
+        hint = ""
+        if isinstance(entry, str) and HOST_NAME.match(entry.lower()):
+            hint = f" (write it in lowercase: {entry.lower()!r})"
+        problems.append(
+            Problem(
+                f"hosts has {entry!r}, which is not a lowercase host name like "
+                f"'ws1' or 'ws1.corp.example'{hint}.",
+                user=user,
+                line=line,
+            )
+        )
+    return tuple(hosts)
+
+
 def _check_name(name: Any, line: int | None, problems: list[Problem]) -> str | None:
     if not isinstance(name, str):
         problems.append(
@@ -304,9 +355,14 @@ def _check_user(
         cidr_line = lines.fields.get((name, "token_bound_cidrs"), line)
         cidrs = _check_cidrs(entry["token_bound_cidrs"], name, cidr_line, problems)
 
+    hosts: tuple[str, ...] = ()
+    if "hosts" in entry:
+        hosts_line = lines.fields.get((name, "hosts"), line)
+        hosts = _check_hosts(entry["hosts"], name, hosts_line, problems)
+
     if len(problems) > before:
         return None
-    return User(name, str(email), bool(claude_auth), cidrs)
+    return User(name, str(email), bool(claude_auth), cidrs, hosts)
 
 
 def parse_roster(text: str, source: str = "roster.yaml") -> Roster:

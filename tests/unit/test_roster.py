@@ -151,6 +151,56 @@ def test_bound_cidrs_are_validated_and_inherited() -> None:
     assert roster.bound_cidrs_for(roster.users[1]) == ("192.0.2.7/32",)
 
 
+HOSTS = "users:\n  a:\n    email: a@corp.example\n    hosts: "
+
+
+def test_hosts_are_kept_in_order() -> None:
+    """A user's hosts, short or fully qualified, are kept as the roster lists them."""
+    roster = parse_roster(HOSTS + "[ws2.corp.example, ws1]\n")
+    assert roster.users[0].hosts == ("ws2.corp.example", "ws1")
+
+
+def test_no_hosts_means_every_host() -> None:
+    """A user without hosts works on any workstation."""
+    user = parse_roster("users:\n  a:\n    email: a@corp.example\n").users[0]
+    assert user.works_on({"anything"})
+
+
+def test_listed_user_works_only_on_listed_hosts() -> None:
+    """A user with hosts works on a host known by one of them, and nowhere else."""
+    user = parse_roster(HOSTS + "[ws1.corp.example]\n").users[0]
+    assert user.works_on({"ws1", "ws1.corp.example"})
+    assert not user.works_on({"ws2", "ws2.corp.example"})
+
+
+def test_uppercase_host_says_to_write_it_in_lowercase() -> None:
+    """An uppercase host name is refused with its lowercase spelling."""
+    found = problems_of(HOSTS + "[WS1]\n")
+    assert found == [
+        "line 4: user 'a': hosts has 'WS1', which is not a lowercase host name "
+        "like 'ws1' or 'ws1.corp.example' (write it in lowercase: 'ws1')."
+    ]
+
+
+def test_bad_hosts_are_each_reported() -> None:
+    """Not a name, a duplicate and a number each give their own problem."""
+    found = problems_of(HOSTS + "[ws_1, ws1, ws1, 7]\n")
+    assert [p.split(": ", 2)[2] for p in found] == [
+        "hosts has 'ws_1', which is not a lowercase host name like 'ws1' or "
+        "'ws1.corp.example'.",
+        "hosts lists 'ws1' twice; keep one.",
+        "hosts has 7, which is not a lowercase host name like 'ws1' or "
+        "'ws1.corp.example'.",
+    ]
+
+
+@pytest.mark.parametrize("value", ["[]", "ws1", "{ws1: true}"])
+def test_hosts_must_be_a_non_empty_list(value: str) -> None:
+    """An empty list, a bare string or a mapping is refused, not read as 'every'."""
+    found = problems_of(HOSTS + value + "\n")
+    assert "hosts must be a non-empty list of host names" in found[0]
+
+
 def test_not_yaml_names_the_line() -> None:
     """Broken YAML gives one problem with its line, not a parser traceback."""
     found = problems_of("users:\n  alice: [\n")
