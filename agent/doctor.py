@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import credentials as creds
-from agent.errors import AgentError, VaultUnavailable
+from agent.errors import AgentError, ConfigError, VaultTLSError, VaultUnavailable
 from agent.probe import (
     FORBIDDEN_ENV,
     MINIMUM_VERSION,
@@ -138,13 +138,12 @@ def _check_token_file(ctx: Context, findings: list[Finding]) -> str | None:
 
 def _check_vault(ctx: Context, settings: Settings, token: str) -> Finding:
     """Look the token up (without renewing it) and show how long it has left."""
-    from agent.vault import UserVault, make_client  # noqa: PLC0415  # heavy import
+    from agent.vault import UserVault, make_transport  # noqa: PLC0415  # only here
 
-    client = make_client(settings, token, ctx.environ)
-    vault = UserVault(client, settings, ctx.user)
     try:
-        info = vault.check_token()
-    except VaultUnavailable as err:
+        transport = make_transport(settings, token, ctx.environ)
+        info = UserVault(transport, settings, ctx.user).check_token()
+    except (VaultUnavailable, VaultTLSError, ConfigError) as err:
         return Finding(False, "vault", err.message, err.action)
     except AgentError as err:
         return Finding(False, "vault token", err.message, err.action)

@@ -6,8 +6,8 @@ token), and hourly from its timer without one (it then mints nothing and says
 who still needs a token). For each roster user with an account here it makes
 the directories that the renewal unit's sandbox binds in, writes the drop-in
 that names them, checks the user's scoped token and enables the user's timer;
-users whom the roster turned off or dropped get their timer disabled. It never
-reads or writes anyone's Claude credentials.
+users whom the roster turned off, dropped or lists only for other hosts get
+their timer disabled. It never reads or writes anyone's Claude credentials.
 
 Work inside a home is done under that user's effective identity, so that a
 symlink the user planted can never make root write, chown or read anything
@@ -24,10 +24,11 @@ import re
 import socket
 import stat
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import layout
 from agent.errors import (
@@ -39,9 +40,12 @@ from agent.errors import (
     VaultUnavailable,
 )
 from agent.files import atomic_write, ensure_private_dir, read_private
-from agent.roster import Roster, RosterError, load_roster
-from agent.settings import Settings, SettingsError, role_name, token_display_name
+from agent.roster import Roster, RosterError, User, load_roster
+from agent.settings import Settings, SettingsError
 from agent.systemd import Systemctl, SystemctlError
+
+if TYPE_CHECKING:
+    from agent.vault_http import VaultTransport
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,16 @@ _INSTANCE = re.compile(rf"^{re.escape(layout.SYNC_UNIT)}([a-z_][a-z0-9_-]*)\.")
 # Drop-in values are space-separated; a home with other characters than these
 # could not be named in one safely.
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
+
+
+def this_host_names() -> frozenset[str]:
+    """The names the roster's ``hosts`` may give this host: short and FQDN.
+
+    Lowercase, as the roster requires; the FQDN is what the resolver makes of
+    the host name, and is only asked for when some user lists hosts.
+    """
+    name = socket.gethostname().lower()
+    return frozenset({name, name.split(".")[0], socket.getfqdn(name).lower()})
 
 
 class ProvisionError(AgentError):
@@ -169,6 +183,7 @@ class Provisioner:
         unit_dir: Path = layout.UNIT_DIR,
         accounts: Callable[[str], Account | None] = lookup_account,
         dry_run: bool = False,
+        host_names: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
         self.roster = roster
@@ -179,8 +194,10 @@ class Provisioner:
         self.accounts = accounts
         self.dry_run = dry_run
         self.host = socket.gethostname()
+        self.host_names = None if host_names is None else frozenset(host_names)
         self.reload_needed = False
         self._said_offline = False
+        self._transport: VaultTransport | None = None
 
     def run(self) -> list[Outcome]:
         """Provision everyone: prepare homes, reload systemd, then set timers.
@@ -205,7 +222,18 @@ class Provisioner:
     def _wanted(self, name: str) -> bool:
         """Whether the user should have a running timer on this host."""
         user = self.roster.get(name)
-        return user is not None and user.claude_auth and self.accounts(name) is not None
+        return (
+            user is not None
+            and user.claude_auth
+            and self._works_here(user)
+            and self.accounts(name) is not None
+        )
+
+    def _works_here(self, user: User) -> bool:
+        """Whether the roster's ``hosts`` of the user name this host (or none)."""
+        if user.hosts and self.host_names is None:
+            self.host_names = this_host_names()
+        return user.works_on(self.host_names or ())
 
     # -- one user ----------------------------------------------------------------
 
@@ -300,7 +328,7 @@ class Provisioner:
         A dead or foreign token is replaced when an admin token is given and
         is otherwise an error naming the fix; an outage is only a note.
         """
-        from agent.vault import UserVault, make_client  # noqa: PLC0415  # loads hvac
+        from agent.vault import UserVault  # noqa: PLC0415  # only when checking
 
         path = account.home / layout.TOKEN_FILE
         with acting_as(account):
@@ -319,9 +347,7 @@ class Provisioner:
             )
 
         token = found.content.decode("utf-8", errors="replace").strip()
-        user_vault = UserVault(
-            make_client(self.settings, token, self.environ), self.settings, account.name
-        )
+        user_vault = UserVault(self._vault(token), self.settings, account.name)
         try:
             info = user_vault.check_token()
         except (TokenInvalid, TokenDrift) as err:
@@ -353,39 +379,33 @@ class Provisioner:
         The token goes from Vault's answer straight into the file: never into
         an argument, a log line or an exception.
         """
-        import hvac.exceptions  # noqa: PLC0415  # only when minting
-        import requests.exceptions  # noqa: PLC0415
+        from agent.vault import mint_token  # noqa: PLC0415  # only when minting
 
-        from agent.vault import make_client  # noqa: PLC0415
-
-        role = role_name(account.name)
-        client = make_client(self.settings, self.admin_token, self.environ)
         try:
-            answer = client.auth.token.create(
-                role_name=role,
-                display_name=token_display_name(account.name),
-                meta={"host": self.host},
-            )
-        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest) as err:
+            token = mint_token(self._vault(self.admin_token), account.name, self.host)
+        except VaultUnavailable as err:
             raise ProvisionError(
-                f"Vault at {self.settings.vault_addr} refused to mint "
-                f"{account.name}'s token through role {role} "
-                f"({type(err).__name__}).",
-                f"Check that the role exists (vault read auth/token/roles/{role}; "
-                "if not, add the user to roster.yaml and apply the Vault stack) "
-                "and that VAULT_TOKEN may create tokens through it.",
-            ) from None
-        except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
-            raise ProvisionError(
-                f"Vault at {self.settings.vault_addr} could not be asked to mint "
-                f"{account.name}'s token.",
-                "Check that Vault is reachable, up and unsealed, then rerun.",
+                err.message,
+                "Check that Vault is reachable, up and unsealed, then: "
+                + self._rerun(),
             ) from None
 
-        token = str(answer["auth"]["client_token"]).encode()
         with acting_as(account):
             ensure_private_dir(account.home / layout.TOKEN_DIR)
-            atomic_write(account.home / layout.TOKEN_FILE, token, 0o600)
+            atomic_write(account.home / layout.TOKEN_FILE, token.encode(), 0o600)
+
+    def _vault(self, token: str) -> VaultTransport:
+        """A transport to Vault speaking with ``token``.
+
+        Built once from the environment and copied per token, so a bad
+        setting or ``VAULT_SKIP_VERIFY``'s warning is said once, not per user.
+        Raises ``ConfigError`` for an unusable Vault setting.
+        """
+        from agent.vault import make_transport  # noqa: PLC0415  # only with Vault
+
+        if self._transport is None:
+            self._transport = make_transport(self.settings, "", self.environ)
+        return self._transport.with_token(token)
 
     def _rerun(self) -> str:
         return ADMIN_RERUN.format(addr=self.settings.vault_addr)
@@ -427,6 +447,8 @@ class Provisioner:
             outcome.notes.append("not in the roster")
         elif not user.claude_auth:
             outcome.notes.append("claude_auth is false")
+        elif not self._works_here(user):
+            outcome.notes.append(f"listed for other hosts ({', '.join(user.hosts)})")
         else:
             outcome.notes.append("no account on this host")
 

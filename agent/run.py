@@ -41,7 +41,7 @@ from agent.report import Event, Report, Status, format_line, iso
 from agent.settings import Settings, SettingsError, state_dir, token_file
 
 if TYPE_CHECKING:
-    from agent.vault import StoredCopy, UserVault
+    from agent.vault import UserVault
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ DEFAULT_ROSTER = "/etc/claude-auth-sync/roster.yaml"
 UNKNOWN_EMAIL = "<your-enterprise-email>"
 #: How often a restore starts over because Claude rewrote the file meanwhile.
 MAX_RESTARTS = 3
-MAX_BACKUP_ATTEMPTS = 3
 MAX_TOKEN_BYTES = 4096
 DAY_MS = 86_400_000
 
@@ -236,13 +235,12 @@ class Sync:
 
         Drift and a dead token raise: nothing more is asked with that token.
         """
-        from agent.vault import UserVault, make_client  # noqa: PLC0415  # see below
+        from agent.vault import UserVault, make_transport  # noqa: PLC0415  # see below
 
-        # Imported here, not at the top: hvac and requests are most of a
-        # run's start-up time, and a run that fails on local files needs
-        # neither.
-        vault = UserVault(make_client(self.settings, token, self.ctx.environ),
-                          self.settings, self.ctx.user)  # fmt: skip
+        # Imported here, not at the top: the HTTP client is a good part of a
+        # run's start-up time, and a run that fails on local files needs none.
+        transport = make_transport(self.settings, token, self.ctx.environ)
+        vault = UserVault(transport, self.settings, self.ctx.user)
         try:
             info = vault.check_token()
             self._token_expiry(info.ttl)
@@ -351,31 +349,11 @@ class Sync:
     def backup(self, vault: UserVault, oauth: dict[str, Any]) -> str:
         """Store ``oauth`` unless Vault already has it, or a newer login.
 
-        Returns what happened: ``written``, ``unchanged`` or ``newer_kept``
-        (another host stored a later login for this user; it is kept).
-        Raises ``BackupConflict`` when concurrent writers win every attempt.
+        Returns what ``UserVault.store`` did: ``written``, ``unchanged`` or
+        ``newer_kept``. Raises ``BackupConflict`` when concurrent writers win
+        every attempt.
         """
-        outcome = ""
-        for _ in range(MAX_BACKUP_ATTEMPTS):
-            stored = vault.read_latest()
-            if stored is not None and stored.oauth == oauth:
-                outcome = "unchanged"
-            elif _usable(stored) and _expiry(_usable(stored)) > _expiry(oauth):
-                outcome = "newer_kept"
-            else:
-                try:
-                    vault.write_oauth(oauth, stored)
-                except BackupConflict as err:
-                    log.info("%s Trying again.", err.message)
-                    continue
-                outcome = "written"
-            break
-        else:
-            raise BackupConflict(
-                "Other writers changed the backup at every attempt; it was not "
-                "stored this time.",
-                "Nothing to do: the next run stores the login again.",
-            )
+        outcome = vault.store(oauth)
         self._record_facts(vault, oauth)
         return outcome
 
@@ -401,7 +379,7 @@ class Sync:
     def recover(self, vault: UserVault) -> None:
         """Restore from the latest Vault copy when that can help, and re-probe."""
         stored = vault.read_latest()
-        copy = _usable(stored)
+        copy = stored.usable if stored is not None else None
         if stored is not None and copy is None:
             log.warning("The Vault copy cannot be restored: %s", stored.problem)
 
@@ -492,13 +470,6 @@ class Sync:
             access_expires_at=_iso_ms(_expiry(oauth)),
             login_expires_at=_iso_ms(_deadline(oauth)),
         )
-
-
-def _usable(stored: StoredCopy | None) -> dict[str, Any] | None:
-    """The stored login if it is well formed and not blanked."""
-    if stored is None or stored.oauth is None or creds.is_blanked(stored.oauth):
-        return None
-    return dict(stored.oauth)
 
 
 def _should_restore(local: Credentials, copy: dict[str, Any] | None) -> bool:

@@ -1,4 +1,4 @@
-"""The agent's only conversation with Vault, through an hvac client passed in.
+"""The agent's only conversation with Vault, over a transport passed in.
 
 Each call turns Vault's HTTP answers into what the operator must do: a 403 on
 ``lookup-self`` means the token is dead or not a token at all; a sealed,
@@ -6,6 +6,9 @@ overloaded or unreachable server is an outage that the next run retries; a
 403 elsewhere means the user's policy does not match this agent. The token is
 checked to be this user's before anything else is asked with it, because a
 foreign token (another user's, or an admin's) must read nothing.
+
+The transport (``agent.vault_http``) is the standard library's HTTP client:
+hvac and requests cost more to import than the rest of a run.
 """
 
 from __future__ import annotations
@@ -16,11 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import hvac
-import hvac.exceptions
-import requests.exceptions
-
-from agent.credentials import OAUTH_KEY, oauth_problem
+from agent.credentials import OAUTH_KEY, expires_at_ms, is_blanked, oauth_problem
 from agent.errors import (
     REMINT_ACTION,
     BackupConflict,
@@ -29,14 +28,28 @@ from agent.errors import (
     TokenNotRenewed,
     VaultDenied,
     VaultError,
-    VaultTLSError,
     VaultUnavailable,
 )
-from agent.settings import Settings, expected_display_name, policy_name
+from agent.settings import (
+    Settings,
+    expected_display_name,
+    policy_name,
+    role_name,
+    token_display_name,
+)
+from agent.vault_http import VaultHTTPError, VaultNoAnswer, VaultTransport
 
 log = logging.getLogger(__name__)
 
-VAULT_TIMEOUT_SECONDS = 10
+#: How often a backup is tried when other writers keep winning the race.
+MAX_STORE_ATTEMPTS = 3
+#: Statuses of a Vault that cannot serve now but may on the next run: rate
+#: limited, failing, behind a failing proxy, sealed or standby, or a standby
+#: that has not yet seen a write the request depends on (412).
+OUTAGE_STATUSES = frozenset({412, 429, 500, 502, 503, 504})
+#: Asks a standby that serves reads to forward this one to the active node,
+#: whose copy is never stale (OpenBao 2.7 and Vault Enterprise).
+FROM_ACTIVE_NODE = {"X-Vault-Inconsistent": "forward-active-node"}
 
 
 @dataclass(frozen=True)
@@ -62,35 +75,33 @@ class StoredCopy:
     oauth: dict[str, Any] | None
     problem: str = ""
 
+    @property
+    def usable(self) -> dict[str, Any] | None:
+        """The stored login if it is well formed and not blanked."""
+        if self.oauth is None or is_blanked(self.oauth):
+            return None
+        return dict(self.oauth)
 
-def make_client(
+
+def make_transport(
     settings: Settings, token: str, environ: Mapping[str, str]
-) -> hvac.Client:
-    """An hvac client for ``VAULT_ADDR`` with the usual TLS variables honoured.
+) -> VaultTransport:
+    """A transport to ``VAULT_ADDR`` speaking with ``token``, and only it.
 
-    The token is passed explicitly, so hvac never falls back to a
-    ``VAULT_TOKEN`` in the environment or an admin's ``~/.vault-token``.
+    The usual ``VAULT_CACERT``, ``VAULT_CAPATH``, ``VAULT_SKIP_VERIFY`` and
+    ``VAULT_NAMESPACE`` are honoured; ``VAULT_TOKEN`` never is. Raises
+    ``ConfigError`` for an address or setting that cannot be used.
     """
-    verify: bool | str = True
-    if environ.get("VAULT_CACERT", "").strip():
-        verify = environ["VAULT_CACERT"].strip()
-    if environ.get("VAULT_SKIP_VERIFY", "").strip().lower() in ("1", "true", "yes"):
-        log.warning("VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not checked")
-        verify = False
-    return hvac.Client(
-        url=settings.vault_addr,
-        token=token,
-        verify=verify,
-        timeout=VAULT_TIMEOUT_SECONDS,
-        namespace=environ.get("VAULT_NAMESPACE", "").strip() or None,
-    )
+    return VaultTransport.from_env(settings.vault_addr or "", token, environ)
 
 
 class UserVault:
-    """One user's token and KV path, spoken to through ``client``."""
+    """One user's token and KV path, spoken to through ``transport``."""
 
-    def __init__(self, client: hvac.Client, settings: Settings, user: str) -> None:
-        self.client = client
+    def __init__(
+        self, transport: VaultTransport, settings: Settings, user: str
+    ) -> None:
+        self.transport = transport
         self.settings = settings
         self.user = user
         self.addr = settings.vault_addr or "Vault"
@@ -103,8 +114,8 @@ class UserVault:
         ``TokenDrift`` when it belongs to someone or something else, and
         ``VaultUnavailable`` during an outage.
         """
-        with self._answer("look up the scoped token", on_403=self._token_refused):
-            data = self.client.auth.token.lookup_self()["data"]
+        with _answer(self.addr, "look up the scoped token", self._token_refused):
+            data = _field(self.transport.request("GET", "auth/token/lookup-self"))
 
         info = TokenInfo(
             display_name=str(data.get("display_name", "")),
@@ -131,8 +142,9 @@ class UserVault:
         Raises ``TokenNotRenewed`` when the TTL is short of the full period:
         the token then has a hard limit and will expire however often it runs.
         """
-        with self._answer("renew the scoped token", on_403=self._token_refused):
-            auth = self.client.auth.token.renew_self()["auth"]
+        with _answer(self.addr, "renew the scoped token", self._token_refused):
+            answer = self.transport.request("POST", "auth/token/renew-self", {})
+        auth = (answer or {}).get("auth") or {}
 
         ttl = int(auth.get("lease_duration") or 0)
         if ttl < self.settings.token_period_seconds:
@@ -144,22 +156,24 @@ class UserVault:
             )
         return ttl
 
-    def read_latest(self) -> StoredCopy | None:
+    def read_latest(self, from_active: bool = False) -> StoredCopy | None:
         """The latest version at the user's path; None when there is none.
 
         Never an older version: a refresh token is single-use, and replaying
         a spent one can make the provider revoke the whole login.
+        ``from_active`` asks a standby to pass the read to the active node.
         """
-        with self._answer("read the stored login", on_403=self._path_refused):
+        headers = FROM_ACTIVE_NODE if from_active else None
+        with _answer(self.addr, "read the stored login", self._path_refused):
             try:
-                answer = self.client.secrets.kv.v2.read_secret_version(
-                    path=self.path,
-                    mount_point=self.settings.kv_mount,
-                    raise_on_deleted_version=False,
-                )
-            except hvac.exceptions.InvalidPath:
-                return None
-        return _stored_copy(answer)
+                answer = self.transport.request("GET", self._data, headers=headers)
+            except VaultHTTPError as err:
+                if err.status != 404:
+                    raise
+                # A deleted latest version is a 404 that still names its
+                # version, which the next write must name for check-and-set.
+                answer = err.body if _field(err.body).get("metadata") else None
+        return None if answer is None else _stored_copy(answer)
 
     def write_oauth(self, oauth: Mapping[str, Any], seen: StoredCopy | None) -> int:
         """Store ``oauth`` beside the keys in ``seen``, only if still latest.
@@ -170,22 +184,50 @@ class UserVault:
         """
         data = dict(seen.data) if seen else {}
         data[OAUTH_KEY] = dict(oauth)
-        with self._answer("store the login", on_403=self._path_refused):
+        body = {"options": {"cas": seen.version if seen else 0}, "data": data}
+        with _answer(self.addr, "store the login", self._path_refused):
             try:
-                answer = self.client.secrets.kv.v2.create_or_update_secret(
-                    path=self.path,
-                    secret=data,
-                    cas=seen.version if seen else 0,
-                    mount_point=self.settings.kv_mount,
-                )
-            except hvac.exceptions.InvalidRequest as err:
-                if "check-and-set" not in str(err):
+                answer = self.transport.request("POST", self._data, body)
+            except VaultHTTPError as err:
+                if not _lost_race(err):
                     raise
                 raise BackupConflict(
                     f"Another writer changed {self._where()} between read and write.",
                     "Nothing to do: the next run stores the login again.",
                 ) from None
-        return int(answer["data"]["version"])
+        return int(_field(answer).get("version") or 0)
+
+    def store(self, oauth: Mapping[str, Any]) -> str:
+        """Back up ``oauth`` unless Vault holds it already, or a newer login.
+
+        Returns ``written``, ``unchanged`` or ``newer_kept`` (another host
+        stored a login that expires later; it is kept). A write that lost a
+        race, to another host or to a standby's stale read, is tried again
+        on a fresh read from the active node, merging into whatever keys are
+        there then. Raises ``BackupConflict`` when other writers win every
+        attempt.
+        """
+        from_active = False
+        for _ in range(MAX_STORE_ATTEMPTS):
+            stored = self.read_latest(from_active)
+            newer = stored.usable if stored is not None else None
+            if stored is not None and stored.oauth == dict(oauth):
+                return "unchanged"
+            if newer is not None and expires_at_ms(newer) > expires_at_ms(oauth):
+                return "newer_kept"
+
+            try:
+                self.write_oauth(oauth, stored)
+            except BackupConflict as err:
+                log.info("%s Trying again.", err.message)
+                from_active = True
+                continue
+            return "written"
+        raise BackupConflict(
+            f"Other writers changed {self._where()} at every attempt; the login "
+            "was not stored this time.",
+            "Nothing to do: the next run stores the login again.",
+        )
 
     def update_facts(self, facts: Mapping[str, str]) -> None:
         """Merge non-secret facts into the path's ``custom_metadata``.
@@ -193,23 +235,25 @@ class UserVault:
         Vault replaces ``custom_metadata`` as a whole, so the keys other tools
         keep there are read first and kept.
         """
-        with self._answer("update the audit metadata", on_403=self._path_refused):
+        metadata = f"{self.settings.kv_mount}/metadata/{self.path}"
+        with _answer(self.addr, "update the audit metadata", self._path_refused):
             try:
-                current = self.client.secrets.kv.v2.read_secret_metadata(
-                    path=self.path, mount_point=self.settings.kv_mount
-                )["data"].get("custom_metadata")
-            except hvac.exceptions.InvalidPath:
-                current = None
-            merged = {**(current or {}), **facts}
-            # Only custom_metadata is sent: hvac's update_metadata would also
-            # reset delete_version_after, which belongs to the operator.
-            self.client.adapter.post(
-                url=f"/v1/{self.settings.metadata_path(self.user)}",
-                json={"custom_metadata": merged},
-            )
+                current = _field(self.transport.request("GET", metadata))
+            except VaultHTTPError as err:
+                if err.status != 404:
+                    raise
+                current = {}
+            merged = {**(current.get("custom_metadata") or {}), **facts}
+            # Only custom_metadata is sent: the other metadata fields, such as
+            # delete_version_after, belong to the operator.
+            self.transport.request("POST", metadata, {"custom_metadata": merged})
+
+    @property
+    def _data(self) -> str:
+        return f"{self.settings.kv_mount}/data/{self.path}"
 
     def _where(self) -> str:
-        return f"{self.addr} {self.settings.kv_mount}/data/{self.path}"
+        return f"{self.addr} {self._data}"
 
     def _token_refused(self, doing: str) -> VaultError:
         return TokenInvalid(
@@ -227,60 +271,89 @@ class UserVault:
             f"claude-auth-sync@{self.user}.service",
         )
 
-    @contextmanager
-    def _answer(
-        self, doing: str, on_403: Callable[[str], VaultError]
-    ) -> Iterator[None]:
-        """Turn what hvac and requests raise into the agent's own errors."""
-        try:
-            yield
-        except hvac.exceptions.Forbidden:
-            raise on_403(doing) from None
-        except hvac.exceptions.Unauthorized:
-            raise self._token_refused(doing) from None
-        except (
-            hvac.exceptions.VaultDown,
-            hvac.exceptions.InternalServerError,
-            hvac.exceptions.BadGateway,
-            hvac.exceptions.RateLimitExceeded,
-            hvac.exceptions.PreconditionFailed,
-            hvac.exceptions.VaultNotInitialized,
-        ) as err:
-            raise self._outage(doing, _status_text(err)) from None
-        except requests.exceptions.SSLError:
-            raise VaultTLSError(
-                f"The TLS connection to Vault at {self.addr} failed when trying to "
-                f"{doing}: its certificate was not accepted.",
-                "Set VAULT_CACERT to the CA that signed Vault's certificate in "
-                "/etc/claude-auth-sync/agent.env.",
-            ) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
-            raise self._outage(doing, "no answer") from None
-        except hvac.exceptions.VaultError as err:
-            raise VaultError(
-                f"Vault at {self.addr} answered {_status_text(err)} when trying "
-                f"to {doing}.",
-                "Check Vault's own log for the request; the next run retries.",
-            ) from None
 
-    def _outage(self, doing: str, what: str) -> VaultUnavailable:
-        return VaultUnavailable(
-            f"Vault at {self.addr} is unavailable ({what}) when trying to {doing}.",
-            "Nothing to do on this host: the next run retries. If it persists, "
-            "check that Vault is up and unsealed.",
+def mint_token(transport: VaultTransport, user: str, host: str) -> str:
+    """Mint ``user``'s scoped token through their role, with ``transport``'s token.
+
+    The token is returned to be written straight to the user's file, never
+    logged. Raises ``VaultDenied`` when Vault refuses (no such role, or the
+    admin token may not use it), ``VaultUnavailable`` during an outage, and
+    another ``VaultError`` for anything else Vault answers.
+    """
+    role = role_name(user)
+    body = {"display_name": token_display_name(user), "meta": {"host": host}}
+
+    def refused(doing: str) -> VaultError:
+        return VaultDenied(
+            f"Vault at {transport.addr} refused to {doing} through role {role}.",
+            f"Check that the role exists (vault read auth/token/roles/{role}; if "
+            "not, add the user to roster.yaml and apply the Vault stack) and "
+            "that VAULT_TOKEN may create tokens through it.",
         )
 
+    with _answer(transport.addr, f"mint {user}'s token", refused, bad_request=True):
+        answer = transport.request("POST", f"auth/token/create/{role}", body)
+    token = str(((answer or {}).get("auth") or {}).get("client_token") or "")
+    if not token:
+        raise VaultError(
+            f"Vault at {transport.addr} minted no token for {user}.",
+            "Check Vault's own log for the request, then rerun.",
+        )
+    return token
 
-def _status_text(err: hvac.exceptions.VaultError) -> str:
-    """Vault's own error words, which name no secret (never hvac's URL)."""
-    errors = err.errors if isinstance(err.errors, list) else []
-    words = "; ".join(str(e) for e in errors)[:200]
-    return f"{type(err).__name__}: {words}" if words else type(err).__name__
+
+@contextmanager
+def _answer(
+    addr: str,
+    doing: str,
+    on_403: Callable[[str], VaultError],
+    *,
+    bad_request: bool = False,
+) -> Iterator[None]:
+    """Turn what the transport raised into what the operator must do.
+
+    ``on_403`` says what a refusal means for this call; ``bad_request`` makes
+    a 400 one too (Vault answers so for a token role that does not exist).
+    """
+    try:
+        yield
+    except VaultHTTPError as err:
+        if err.status in (401, 403) or (bad_request and err.status == 400):
+            raise on_403(doing) from None
+        if err.status in OUTAGE_STATUSES:
+            raise _outage(addr, doing, err.words) from None
+        raise VaultError(
+            f"Vault at {addr} answered {err.words} when trying to {doing}.",
+            "Check Vault's own log for the request; the next run retries.",
+        ) from None
+    except VaultNoAnswer as err:
+        raise _outage(addr, doing, err.why) from None
 
 
-def _stored_copy(answer: Mapping[str, Any]) -> StoredCopy | None:
-    body = answer.get("data") or {}
-    version = int((body.get("metadata") or {}).get("version") or 0)
+def _outage(addr: str, doing: str, what: str) -> VaultUnavailable:
+    return VaultUnavailable(
+        f"Vault at {addr} is unavailable ({what}) when trying to {doing}.",
+        "Nothing to do on this host: the next run retries. If it persists, "
+        "check that Vault is up and unsealed.",
+    )
+
+
+def _lost_race(err: VaultHTTPError) -> bool:
+    """A check-and-set mismatch, or a standby behind the write it relies on."""
+    return err.status == 412 or (
+        err.status == 400 and any("check-and-set" in e for e in err.errors)
+    )
+
+
+def _field(answer: Mapping[str, Any] | None, name: str = "data") -> dict[str, Any]:
+    """``answer[name]`` as a dict, empty when Vault left it out."""
+    value = (answer or {}).get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _stored_copy(answer: Mapping[str, Any]) -> StoredCopy:
+    body = _field(answer)
+    version = int(_field(body, "metadata").get("version") or 0)
     data = body.get("data")
     if not isinstance(data, dict):
         # The latest version was deleted or destroyed: nothing to restore,
