@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from agent.provision import Account, Provisioner, home_dropin, main
+from agent.provision import (
+    Account,
+    Provisioner,
+    home_dropin,
+    main,
+    this_host_names,
+)
 from agent.roster import parse_roster
 from agent.settings import Settings
 from agent.systemd import Systemctl
@@ -52,7 +59,11 @@ def provisioner(tmp_path: Path, homes: Path) -> Callable[..., Provisioner]:
             return None
         return Account(name, os.getuid(), os.getgid(), home)
 
-    def make(roster: str = ROSTER, dry_run: bool = False) -> Provisioner:
+    def make(
+        roster: str = ROSTER,
+        dry_run: bool = False,
+        host_names: tuple[str, ...] = ("ws1", "ws1.corp.example"),
+    ) -> Provisioner:
         return Provisioner(
             Settings(vault_addr="http://127.0.0.1:9"),
             parse_roster(roster),
@@ -61,6 +72,7 @@ def provisioner(tmp_path: Path, homes: Path) -> Callable[..., Provisioner]:
             unit_dir=tmp_path / "units",
             accounts=account,
             dry_run=dry_run,
+            host_names=host_names,
         )
 
     return make
@@ -196,6 +208,41 @@ def test_removes_the_drop_in_when_claude_auth_turns_off(
     provisioner(ROSTER.replace("bob@corp.example", bob_off)).run()
 
     assert not (tmp_path / BOB_DROPIN).exists()
+
+
+BOB_ON = "bob@corp.example\n    hosts: "
+
+
+def test_prepares_a_user_listed_for_this_host(provisioner, tmp_path: Path) -> None:
+    """A user whose hosts name this host by its FQDN is provisioned here."""
+    provisioner(ROSTER.replace("bob@corp.example", BOB_ON + "[ws1.corp.example]")).run()
+
+    assert (tmp_path / BOB_DROPIN).is_file()
+
+
+def test_leaves_alone_a_user_listed_for_other_hosts(provisioner, homes: Path) -> None:
+    """A user listed only for other hosts gets nothing here, and says why."""
+    outcomes = provisioner(ROSTER.replace("bob@corp.example", BOB_ON + "[ws2]")).run()
+
+    bob = next(o for o in outcomes if o.user == "bob")
+    assert (bob.changes, bob.notes) == ([], ["listed for other hosts (ws2)"])
+    assert list((homes / "bob").iterdir()) == []
+
+
+def test_moving_a_user_to_other_hosts_removes_the_drop_in(
+    provisioner, tmp_path: Path
+) -> None:
+    """Listing a provisioned user for other hosts only is treated as leaving."""
+    provisioner().run()
+    provisioner(ROSTER.replace("bob@corp.example", BOB_ON + "[ws2, ws3]")).run()
+
+    assert not (tmp_path / BOB_DROPIN).exists()
+
+
+def test_this_host_is_known_by_its_short_name() -> None:
+    """The names matched against the roster include the short host name."""
+    name = socket.gethostname().lower()
+    assert {name, name.split(".")[0]} <= this_host_names()
 
 
 def test_dry_run_changes_nothing(provisioner, tmp_path: Path, homes: Path) -> None:
