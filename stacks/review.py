@@ -194,11 +194,17 @@ class Plan:
     resources: dict[str, list[str]] = field(default_factory=dict)
     alert_rules: dict[str, list[str]] = field(default_factory=dict)
     removed: list[dict[str, str]] = field(default_factory=list)
+    #: Users whose workstations changed: ``before`` and ``after`` host lists,
+    #: where an empty list means every host.
+    hosts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    added_hosts: dict[str, list[str]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "base": self.base,
             "users": self.users,
+            "hosts": self.hosts,
+            "added_users_hosts": self.added_hosts,
             "resources": self.resources,
             "alert_rules": self.alert_rules,
             "removed_users": self.removed,
@@ -240,6 +246,15 @@ def plan_change(
         ),
     }  # fmt: skip
 
+    plan.hosts = {
+        n: {"before": list(before[n].hosts), "after": list(after[n].hosts)}
+        for n in sorted(set(after) & set(before))
+        if before[n].hosts != after[n].hosts
+    }
+    plan.added_hosts = {
+        n: list(after[n].hosts) for n in plan.users["added"] if after[n].hosts
+    }
+
     if documents is None:
         documents = (synthesize(base, settings), synthesize(head, settings))
     plan.resources = _diff(_resources(documents[0]), _resources(documents[1]))
@@ -261,6 +276,32 @@ def plan_change(
     return plan
 
 
+def _on_hosts(hosts: list[str] | None) -> str:
+    return f" (on {', '.join(hosts)})" if hosts else ""
+
+
+def _host_change(user: str, change: dict[str, list[str]]) -> str:
+    """One user's move between workstations, and what the provisioners do."""
+    before, after = change["before"], change["after"]
+    if not after:
+        effect = "timer enabled on every host where they have an account"
+    elif not before:
+        effect = "timer disabled on every other host"
+    else:
+        started = [h for h in after if h not in before]
+        stopped = [h for h in before if h not in after]
+        parts = []
+        if started:
+            parts.append(f"timer enabled on {', '.join(started)}")
+        if stopped:
+            parts.append(f"timer disabled on {', '.join(stopped)}")
+        effect = "; ".join(parts) or "the same hosts in another order"
+    shown = [", ".join(hosts) or "every host" for hosts in (before, after)]
+    return (
+        f"  ~ {user}: {shown[0]} -> {shown[1]} ({effect}, at the next provisioner run)"
+    )
+
+
 def render_plan(plan: Plan, roster_path: str) -> str:
     """The plan as a reviewer reads it in a pull request."""
     lines = [f"Roster change: {roster_path} at {plan.base} -> working tree", ""]
@@ -268,10 +309,13 @@ def render_plan(plan: Plan, roster_path: str) -> str:
     marks["email_changed"] = "~"
     users = [
         f"  {marks[kind]} {name}: {kind.replace('_', ' ')}"
+        + _on_hosts(plan.added_hosts.get(name) if kind == "added" else None)
         for kind, names in plan.users.items()
         for name in names
     ]
     lines += ["Users:", *(users or ["  (no change)"]), ""]
+    if plan.hosts:
+        lines += ["Hosts:", *(_host_change(n, c) for n, c in plan.hosts.items()), ""]
 
     for title, diff in (
         ("Vault resources", plan.resources),

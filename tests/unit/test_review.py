@@ -164,6 +164,51 @@ def test_plan_says_what_happens_to_a_removed_user(plan: Any) -> None:
     )
 
 
+MOVED = parse_roster(
+    "users:\n"
+    "  alice: {email: alice@corp.example, hosts: [ws1, ws2]}\n"
+    "  bob: {email: bob@corp.example}\n"
+    "  erin: {email: erin@corp.example, claude_auth: false, hosts: [ws9]}\n"
+    "  frank: {email: frank@corp.example, hosts: [ws3]}\n"
+)
+ON_WS2 = parse_roster(
+    "users:\n"
+    "  alice: {email: alice@corp.example, hosts: [ws2, ws4]}\n"
+    "  bob: {email: bob@corp.example}\n"
+)
+
+
+def test_plan_lists_host_changes_per_user(document: dict[str, Any]) -> None:
+    """A user given hosts, and an added user's hosts, are shown with their effect."""
+    plan = plan_change(
+        ROSTER, MOVED, SETTINGS, "main", (document, synthesize(MOVED, SETTINGS))
+    )
+    text = render_plan(plan, "roster.yaml")
+
+    assert plan.hosts == {
+        "alice": {"before": [], "after": ["ws1", "ws2"]},
+        "erin": {"before": [], "after": ["ws9"]},
+    }
+    assert "  ~ alice: every host -> ws1, ws2 (timer disabled on every other " in text
+    assert "  + frank: added (on ws3)" in text
+
+
+def test_plan_names_the_hosts_a_user_moves_between() -> None:
+    """Moving between listed hosts names where the timer starts and stops."""
+    document = synthesize(ON_WS2, SETTINGS)
+    before = parse_roster(
+        "users:\n"
+        "  alice: {email: alice@corp.example, hosts: [ws1, ws2]}\n"
+        "  bob: {email: bob@corp.example}\n"
+    )
+    plan = plan_change(before, ON_WS2, SETTINGS, "main", (document, document))
+
+    assert (
+        "  ~ alice: ws1, ws2 -> ws2, ws4 (timer enabled on ws4; timer disabled on "
+        "ws1, at the next provisioner run)"
+    ) in render_plan(plan, "roster.yaml").splitlines()
+
+
 def git(cwd: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e.x",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e.x"}  # fmt: skip
