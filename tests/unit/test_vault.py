@@ -1,17 +1,13 @@
 """The thin Vault layer against a real OpenBao holding the stack's policies.
 
 Outages that a dev server cannot stage on demand (sealed, overloaded) come
-from a tiny local HTTP server answering as Vault does in those states.
+from a local stub answering as Vault does in those states.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,6 +22,7 @@ from agent.settings import Settings
 from agent.vault import UserVault, make_transport
 from tests.support.openbao import OpenBao, free_port
 from tests.support.vault_stack import mint_user_token
+from tests.support.vault_stub import vault_stub
 
 SETTINGS = Settings(vault_addr="set per test")
 ROSTER = "users:\n  alice: {email: a@corp.example}\n  bob: {email: b@corp.example}\n"
@@ -165,34 +162,11 @@ def test_unreachable_vault_is_an_outage() -> None:
         vault.check_token()
 
 
-class _Sealed(BaseHTTPRequestHandler):
-    """Answers every request as a sealed Vault does."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # the base class names it
-        """Quiet."""
-
-    def do_GET(self) -> None:
-        data = json.dumps({"errors": ["Vault is sealed"]}).encode()
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-@pytest.fixture
-def sealed() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _Sealed)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_sealed_vault_is_an_outage(sealed: str) -> None:
+def test_sealed_vault_is_an_outage() -> None:
     """A sealed Vault (503) is an outage that the next run retries."""
-    settings = Settings(vault_addr=sealed)
-    vault = UserVault(make_transport(settings, "t", {}), settings, "alice")
-    with pytest.raises(VaultUnavailable, match="Vault is sealed"):
-        vault.check_token()
+    with vault_stub() as sealed:
+        sealed.answer(503, {"errors": ["Vault is sealed"]})
+        settings = Settings(vault_addr=sealed.addr)
+        vault = UserVault(make_transport(settings, "t", {}), settings, "alice")
+        with pytest.raises(VaultUnavailable, match="Vault is sealed"):
+            vault.check_token()
