@@ -9,9 +9,24 @@ import hvac
 import pytest
 
 from agent.settings import DEFAULT_KV_MOUNT, DEFAULT_KV_PREFIX, NAME_PREFIX
+from tests.support.agent_host import (  # noqa: F401  # an autouse fixture, by name
+    PROCESSES,
+    watch_processes,
+)
 from tests.support.components import REPO, bao_binary, require
 from tests.support.openbao import OpenBao, openbao_server
 from tests.support.vault_stack import apply_stack, synthesize
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how closely the session's processes were watched for tokens."""
+    if PROCESSES.counts:
+        terminalreporter.write_line(
+            "process watch: {sweeps} sweeps of /proc, {processes} command lines, "
+            "{distinct} distinct command lines and environments read".format(
+                **PROCESSES.counts
+            )
+        )
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,16 @@ test used, so that one check can say whether any secret got out.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pwd
 import secrets
 import shutil
+import signal
+import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -88,16 +92,102 @@ class LeakWatch:
     def leaks(self, since: int = 0) -> list[str]:
         """``label: token prefix`` for every secret found in the texts kept
         since the ``since``-th one."""
+        texts = self.texts[since:]
+        # One search per secret through all the texts at once; only a hit is
+        # looked for text by text (a session keeps thousands of both).
+        joined = "\0".join(text for _, text in texts)
         return [
             f"{label}: {secret[:16]}..."
-            for label, text in self.texts[since:]
             for secret in self.secrets
+            if secret in joined
+            for label, text in texts
             if secret in text
         ]
 
 
 #: One watch for the whole session: a token from any test, in any output.
 LEAKS = LeakWatch()
+SAMPLER = Path(__file__).with_name("proc_sampler.py")
+#: How often every process's arguments are read: an agent run lasts about
+#: 200 ms and a probe about 30, so each is seen many times.
+SAMPLE_INTERVAL_SECONDS = 0.005
+
+
+@dataclass
+class ProcessWatch:
+    """The sampler of ``/proc`` that runs beside the whole test session."""
+
+    out: Path
+    child: subprocess.Popen[bytes] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.child = subprocess.Popen(
+            [sys.executable, str(SAMPLER), str(self.out), str(SAMPLE_INTERVAL_SECONDS)]
+        )
+
+    def samples(self) -> list[tuple[str, str]]:
+        """Every distinct command line and environment seen so far."""
+        found = []
+        for line in self.out.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record["kind"] == "counts":
+                self.counts = {k: v for k, v in record.items() if k != "kind"}
+            else:
+                found.append((record["kind"], record["text"]))
+        return found
+
+    def stop(self) -> list[tuple[str, str]]:
+        """Stop sampling and return everything it saw."""
+        if self.child is not None:
+            self.child.terminate()
+            self.child.wait(timeout=30)
+        found = self.samples()
+        self.out.unlink()
+        return found
+
+
+#: The session's watch; its counts are reported at the end of the run.
+PROCESSES = ProcessWatch(Path())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def watch_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Sample every process's arguments all session; no token may show up there.
+
+    Also checks, once more, every output that the session kept against every
+    token that any test used, including tokens first used after the output.
+    """
+    if not Path("/proc/self/cmdline").is_file():
+        yield
+        return
+    PROCESSES.out = tmp_path_factory.mktemp("process-watch") / "samples.jsonl"
+    PROCESSES.start()
+    yield
+    for kind, text in PROCESSES.stop():
+        LEAKS.seen(f"a process's {kind}", text)
+    found = LEAKS.leaks()
+    assert not found, f"secrets found in the session's processes or output: {found}"
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A file as a person comparing before and after would see it."""
+
+    content: bytes
+    inode: int
+    mtime_ns: int
+    mode: int
+    owner: int
+
+
+def file_state(path: Path) -> FileState:
+    """The content, inode, modification time, mode and owner, without following."""
+    info = path.lstat()
+    content = path.read_bytes() if stat.S_ISREG(info.st_mode) else b""
+    return FileState(
+        content, info.st_ino, info.st_mtime_ns, stat.S_IMODE(info.st_mode), info.st_uid
+    )
 
 
 @dataclass
@@ -110,6 +200,25 @@ class Workstation:
     home: Path
     env: dict[str, str]
     vault: OpenBao
+
+    @classmethod
+    def create(
+        cls, entry: pwd.struct_passwd, home: Path, vault: OpenBao, roster: Path
+    ) -> Workstation:
+        """A new empty home for the account, and the environment its unit sets."""
+        home.mkdir()
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        home.chmod(0o700)
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "VAULT_ADDR": vault.addr,
+            "CLAUDE_AUTH_SYNC_ROSTER": str(roster),
+            "CLAUDE_AUTH_SYNC_PROBE_TIMEOUT": "20",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, home, env, vault)
 
     @property
     def credentials_path(self) -> Path:
@@ -197,24 +306,54 @@ class Workstation:
 
     def run(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
         """Run the agent as this user, keeping its output for the leak check."""
-        done = subprocess.run(
-            [str(AGENT), *(args or ("run",))],
+        return self.collect(self.start(*args, **extra_env))
+
+    def start(
+        self, *args: str, hostname: str = "", **extra_env: str
+    ) -> subprocess.Popen[str]:
+        """Start the agent as this user in a session of its own, and return.
+
+        ``hostname`` runs it in a UTS namespace of its own under that host
+        name, as on another workstation. Killing the session's group ends the
+        agent and its probe together, as systemd ends a unit's processes.
+        """
+        command = [str(AGENT), *(args or ("run",))]
+        ids: dict[str, Any] = {"user": self.uid, "group": self.gid}
+        if hostname:
+            command = [
+                "unshare", "--uts", "/bin/sh", "-c", 'hostname "$1" && shift && '
+                'exec "$@"', "sh", hostname, "setpriv", f"--reuid={self.uid}",
+                f"--regid={self.gid}", "--clear-groups", "--", *command,
+            ]  # fmt: skip
+            ids = {}
+        return subprocess.Popen(
+            command,
             env={**self.env, **extra_env},
             cwd=self.home,
-            user=self.uid,
-            group=self.gid,
-            extra_groups=[],
-            capture_output=True,
+            extra_groups=[] if ids else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
-            check=False,
+            start_new_session=True,
+            **ids,
         )
-        LEAKS.seen(f"{self.user} {args} stdout", done.stdout)
-        LEAKS.seen(f"{self.user} {args} stderr", done.stderr)
+
+    def collect(
+        self, child: subprocess.Popen[str], timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Wait for a started agent; keep its output and files for the leak check."""
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            stdout, stderr = child.communicate()
+        label = " ".join(map(str, child.args[-1:]))
+        LEAKS.seen(f"{self.user} {label} stdout", stdout)
+        LEAKS.seen(f"{self.user} {label} stderr", stderr)
         for name in ("sync.log", "status.json"):
             if (self.state_dir / name).exists():
                 LEAKS.seen(f"{self.user} {name}", (self.state_dir / name).read_text())
-        return done
+        return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.state_dir / "status.json").read_text())
@@ -261,6 +400,60 @@ def os_account(name: str) -> Iterator[pwd.struct_passwd]:
         subprocess.run(["userdel", name], check=False)
 
 
+PASSWD = Path("/etc/passwd")
+#: Marks the accounts ``many_accounts`` adds, so a run that died cannot leave
+#: them behind for good: the next one removes them first.
+BULK_MARK = "claude-auth-sync test account"
+BULK_FIRST_UID = 2_100_000
+NOGROUP = 65534
+
+
+@contextmanager
+def many_accounts(prefix: str, count: int) -> Iterator[list[pwd.struct_passwd]]:
+    """``count`` OS accounts named ``<prefix>0001``... for the block (root only).
+
+    ``useradd`` takes 25 ms or more per account, and ``userdel`` longer as
+    the database grows: 500 accounts would cost most of a minute. These are
+    added to ``/etc/passwd`` in one atomic rewrite under the database's own
+    lock (``lckpwdf``) and removed the same way. They have no password, no
+    home, no group of their own (``nogroup``) and uids far above any real
+    account's.
+    """
+    names = [f"{prefix}{n:04d}" for n in range(1, count + 1)]
+    taken = {entry.pw_name for entry in pwd.getpwall()} & set(names)
+    if taken:
+        raise RuntimeError(f"accounts already exist: {sorted(taken)[:5]}")
+    entries = [
+        f"{name}:*:{BULK_FIRST_UID + n}:{NOGROUP}:{BULK_MARK}:/nonexistent:"
+        "/usr/sbin/nologin"
+        for n, name in enumerate(names)
+    ]
+    _rewrite_passwd(entries)
+    try:
+        yield [pwd.getpwnam(name) for name in names]
+    finally:
+        _rewrite_passwd([])
+
+
+def _rewrite_passwd(added: list[str]) -> None:
+    """Drop every account this module added, then add ``added``, atomically."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.lckpwdf() != 0:
+        raise OSError(ctypes.get_errno(), "cannot lock the user database")
+    try:
+        kept = [
+            line
+            for line in PASSWD.read_text(encoding="utf-8").splitlines()
+            if line.split(":")[4:5] != [BULK_MARK]
+        ]
+        tmp = PASSWD.with_name(".passwd.claude-auth-sync-tests")
+        tmp.write_text("\n".join(kept + added) + "\n", encoding="utf-8")
+        tmp.chmod(0o644)
+        os.replace(tmp, PASSWD)
+    finally:
+        libc.ulckpwdf()
+
+
 @pytest.fixture(scope="session")
 def agent_users() -> Iterator[dict[str, pwd.struct_passwd]]:
     """The test users as real OS accounts, created for the session if missing."""
@@ -299,20 +492,9 @@ def workstation_for(
 
     def make(user: str) -> Workstation:
         entry = agent_users[user]
-        home = homes / f"{tmp_path.name}-{user}"
-        home.mkdir()
-        os.chown(home, entry.pw_uid, entry.pw_gid)
-        home.chmod(0o700)
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(home),
-            "LANG": "C.UTF-8",
-            "VAULT_ADDR": openbao.addr,
-            "CLAUDE_AUTH_SYNC_ROSTER": str(roster),
-            "CLAUDE_AUTH_SYNC_PROBE_TIMEOUT": "20",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        }
-        return Workstation(user, entry.pw_uid, entry.pw_gid, home, env, openbao)
+        return Workstation.create(
+            entry, homes / f"{tmp_path.name}-{user}", openbao, roster
+        )
 
     yield make
     found = LEAKS.leaks(since=first_text)

@@ -14,7 +14,8 @@ It reads its plan from the JSON file named by ``FAKE_CLAUDE_PLAN``:
 - ``accepted``: access tokens the "API" accepts;
 - ``rotate_to`` / ``refresh_to``: the ``claudeAiOauth`` fields a refresh writes;
 - ``calls``: a file where each invocation appends its arguments and the
-  names (never the values) of its environment variables.
+  names (never the values) of its environment variables;
+- ``delay``: seconds each probe takes before it answers (a slow API).
 
 Standard library only, and run by the system Python, so any OS user can run it.
 """
@@ -150,6 +151,7 @@ def main(argv: list[str]) -> int:
         return 0
 
     mode = _next_mode(plan, plan_path)
+    time.sleep(float(plan.get("delay", 0)))
     if mode == "rotate":
         data = _read() or {}
         _write(_refreshed(data, plan["rotate_to"]))
