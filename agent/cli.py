@@ -1,4 +1,4 @@
-"""The command line: ``claude-auth-sync run | status [--json] | doctor``.
+"""The command line: ``claude-auth-sync run | status [--json] | doctor [--all]``.
 
 ``run`` is what ``claude-auth-sync@<user>.service`` calls every six hours, as
 the user. It prints one logfmt line per event and exits with:
@@ -21,7 +21,11 @@ the user. It prints one logfmt line per event and exits with:
 ``status`` shows what the last runs found (exit 0, or 1 when no run has
 recorded anything yet); ``--json`` prints ``status.json`` for scripts.
 ``doctor`` checks this user's setup read-only and exits 0 when there is
-nothing to fix, 1 otherwise.
+nothing to fix, 1 otherwise. ``doctor --all``, for root, prints one line per
+roster user of this host from systemd and their status files, without asking
+Vault anything; it exits 0 when all are well, 1 when someone needs a look, and
+2 when not run as root. Both read ``/etc/claude-auth-sync/agent.env`` as the
+unit does, so that they see the settings a run sees from a person's shell.
 
 Inputs come from the environment that the unit's ``EnvironmentFile`` sets:
 ``VAULT_ADDR`` (required), ``VAULT_CACERT``, ``VAULT_SKIP_VERIFY``,
@@ -74,12 +78,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    ctx = build_context(dict(os.environ), sys.stdout)
+    environ = dict(os.environ)
+    if args.command == "doctor":
+        from agent.provision import installed_settings  # noqa: PLC0415  # doctor only
+
+        environ = {**installed_settings(), **environ}
+    ctx = build_context(environ, sys.stdout)
 
     if args.command == "run":
         return run(ctx)
     if args.command == "status":
         return show_status(ctx, as_json=args.json)
+    if args.all:
+        from agent.fleet import show_all  # noqa: PLC0415  # only this command needs it
+
+        return show_all(ctx.out, ctx.environ, ctx.clock)
     return show_doctor(ctx)
 
 
@@ -94,7 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="one sync pass (what the timer runs)")
     status = commands.add_parser("status", help="what the last runs found")
     status.add_argument("--json", action="store_true", help="print status.json")
-    commands.add_parser("doctor", help="check this user's setup")
+    doctor = commands.add_parser("doctor", help="check this user's setup")
+    doctor.add_argument(
+        "--all", action="store_true", help="one line per user of this host (root)"
+    )
     return parser
 
 
