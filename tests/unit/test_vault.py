@@ -19,7 +19,7 @@ from agent.errors import (
     VaultUnavailable,
 )
 from agent.settings import Settings
-from agent.vault import UserVault, make_transport
+from agent.vault import StoredCopy, UserVault, make_transport
 from tests.support.openbao import OpenBao, free_port
 from tests.support.vault_stack import mint_user_token
 from tests.support.vault_stub import vault_stub
@@ -170,3 +170,59 @@ def test_sealed_vault_is_an_outage() -> None:
         vault = UserVault(make_transport(settings, "t", {}), settings, "alice")
         with pytest.raises(VaultUnavailable, match="Vault is sealed"):
             vault.check_token()
+
+
+def seed(openbao: OpenBao, login: dict[str, object]) -> None:
+    """A stored login beside another tool's key, as an earlier run left them."""
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path="workstation/claude-users/alice",
+        secret={"claudeAiOauth": login, "otherTool": "kept"},
+    )
+
+
+class RacedVault(UserVault):
+    """alice on one host; right after its first read, another host stores ``login``."""
+
+    def __init__(self, other: UserVault, login: dict[str, object]) -> None:
+        own = other.transport.with_token(other.transport.token)
+        super().__init__(own, other.settings, other.user)
+        self.races = [lambda: other.store(login)]
+
+    def read_latest(self, from_active: bool = False) -> StoredCopy | None:
+        seen = super().read_latest(from_active)
+        while self.races:
+            self.races.pop()()
+        return seen
+
+
+def test_lost_race_with_an_older_login_is_retried(
+    openbao: OpenBao, tokens: dict[str, str]
+) -> None:
+    """A write that lost to another host's older login is retried, and wins."""
+    vault = vault_for(openbao, tokens["alice"])
+    seed(openbao, {**LOGIN, "expiresAt": 1})
+    raced = RacedVault(vault, {**LOGIN, "expiresAt": 2, "accessToken": "other"})
+
+    assert raced.store(LOGIN) == "written"
+    stored = vault.read_latest()
+    assert stored is not None
+    # Version 1 seeded, 2 by the other host, 3 by the retry.
+    assert (stored.version, stored.data) == (
+        3,
+        {"claudeAiOauth": LOGIN, "otherTool": "kept"},
+    )
+
+
+def test_lost_race_with_a_newer_login_keeps_it(
+    openbao: OpenBao, tokens: dict[str, str]
+) -> None:
+    """Another host's login that expires later is never overwritten by an older one."""
+    vault = vault_for(openbao, tokens["alice"])
+    seed(openbao, {**LOGIN, "expiresAt": 1})
+    newer = {**LOGIN, "expiresAt": LOGIN["expiresAt"] + 1, "accessToken": "newer"}
+    raced = RacedVault(vault, newer)
+
+    assert raced.store(LOGIN) == "newer_kept"
+    stored = vault.read_latest()
+    assert stored is not None
+    assert stored.data == {"claudeAiOauth": newer, "otherTool": "kept"}
