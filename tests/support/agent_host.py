@@ -369,6 +369,28 @@ def lines(done: subprocess.CompletedProcess[str], status: str) -> list[str]:
     ]
 
 
+def only_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The run's single line: a fault must give exactly one, and no traceback."""
+    assert "Traceback" not in done.stderr, done.stderr
+    output = done.stdout.splitlines()
+    assert len(output) == 1, done.stdout + done.stderr
+    return output[0]
+
+
+def stage_restore(station: Workstation) -> dict[str, Any]:
+    """A rejected local login beside MCP state, and a newer good copy in Vault.
+
+    The fake claude accepts only the Vault copy, so a healthy run restores it
+    and ends RECOVERED. Returns that copy.
+    """
+    good = oauth("vault-copy", expires_in_days=0.4)
+    station.store({"claudeAiOauth": good})
+    spent = oauth("local-spent", expires_in_days=0.1)
+    station.write_credentials(spent, mcpOAuth=MCP_OAUTH, organizationUuid="org-1")
+    station.fake_claude(["api"], accepted=[good["accessToken"]])
+    return good
+
+
 def _require_root() -> None:
     if os.geteuid() == 0:
         return
