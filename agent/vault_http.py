@@ -266,7 +266,10 @@ class VaultTransport:
         if not isinstance(answer, dict):
             if status < 300:
                 raise VaultNoAnswer(self.addr, f"status {status}, but not Vault's JSON")
-            answer = {}
+            # Plain text, such as "Client sent an HTTP request to an HTTPS
+            # server": one short line of it says what went wrong.
+            text = data.decode("utf-8", "replace").strip().splitlines()
+            answer = {"errors": text[:1] if text and text[0].isprintable() else []}
         if status >= 300:
             errors = answer.get("errors")
             words = [str(e) for e in errors] if isinstance(errors, list) else []
@@ -311,8 +314,8 @@ class VaultTransport:
             else "the system's CAs (VAULT_CACERT is not set)"
         )
         return VaultTLSError(
-            f"The TLS connection to Vault at {self.addr} failed ({reason}); "
-            f"trusted were {trusted}.",
+            f"The TLS connection to Vault at {self.addr} failed ({reason}) while "
+            f"trusting {trusted}.",
             "Set VAULT_CACERT to the CA file that signed Vault's certificate, in "
             f"{ENV_FILE}, and check that VAULT_ADDR names the host the certificate "
             "was issued for.",
@@ -320,21 +323,26 @@ class VaultTransport:
 
 
 def _load_cas(context: ssl.SSLContext, name: str, where: str) -> None:
-    """Load a CA file, or every file of a CA directory as the Vault CLI does."""
+    """Load a CA file, or every file of a CA directory as the Vault CLI does.
+
+    Raises ``ConfigError`` naming the variable and the file that failed.
+    """
     path = Path(where)
-    files = (
-        sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    )
-    for file in files:
-        try:
+    try:
+        files = (
+            sorted(p for p in path.iterdir() if p.is_file())
+            if path.is_dir()
+            else [path]
+        )
+        for file in files:
             context.load_verify_locations(cafile=os.fspath(file))
-        except (OSError, ssl.SSLError) as err:
-            raise ConfigError(
-                f"{name}={where}: cannot load {file} as a CA certificate "
-                f"({getattr(err, 'strerror', None) or err}).",
-                f"Point {name} in {ENV_FILE} at the PEM file of the CA that "
-                "signed Vault's certificate.",
-            ) from None
+    except (OSError, ssl.SSLError) as err:
+        cause = getattr(err, "strerror", None) or getattr(err, "reason", None) or err
+        raise ConfigError(
+            f"{name}={where} cannot be loaded as CA certificates ({cause}).",
+            f"Point {name} in {ENV_FILE} at a PEM file, readable by every "
+            "user, of the CA that signed Vault's certificate.",
+        ) from None
 
 
 def _why(err: BaseException) -> str:

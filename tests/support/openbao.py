@@ -77,6 +77,7 @@ def openbao_server(binary: Path, tls: bool = False) -> Iterator[OpenBao]:
         "-dev-no-store-token",
     ]
     if tls:
+        (workdir / "tls").mkdir()
         command += ["-dev-tls", f"-dev-tls-cert-dir={workdir / 'tls'}"]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -92,6 +93,11 @@ def openbao_server(binary: Path, tls: bool = False) -> Iterator[OpenBao]:
     server = OpenBao(f"{scheme}://127.0.0.1:{port}", ROOT_TOKEN, process, log, ca_cert)
     try:
         _wait_ready(server)
+        if ca_cert is not None:
+            # The CA is public; the agent's users must read it, as on a site.
+            for path, mode in ((workdir, 0o711), (ca_cert.parent, 0o711)):
+                path.chmod(mode)
+            ca_cert.chmod(0o644)
         yield server
     finally:
         process.terminate()

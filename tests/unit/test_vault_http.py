@@ -134,6 +134,13 @@ def test_error_status_carries_vaults_words(stub: VaultStub) -> None:
     assert (caught.value.status, caught.value.errors) == (400, ["missing data"])
 
 
+def test_plain_text_error_keeps_its_first_line(stub: VaultStub) -> None:
+    """A plain-text refusal (http:// to an https:// listener) keeps its reason."""
+    stub.answer(400, b"Client sent an HTTP request to an HTTPS server.\n")
+    with pytest.raises(VaultHTTPError, match="400 \\(Client sent an HTTP request"):
+        transport(stub).request("GET", "x")
+
+
 def test_error_text_never_holds_the_token(stub: VaultStub) -> None:
     """An error names the address and path; never the token it was sent with."""
     stub.answer(400, {"errors": ["bad request"]})
