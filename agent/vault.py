@@ -23,6 +23,7 @@ from agent.credentials import OAUTH_KEY, expires_at_ms, is_blanked, oauth_proble
 from agent.errors import (
     REMINT_ACTION,
     BackupConflict,
+    ConfigError,
     TokenDrift,
     TokenInvalid,
     TokenNotRenewed,
@@ -30,6 +31,7 @@ from agent.errors import (
     VaultError,
     VaultUnavailable,
 )
+from agent.layout import ENV_FILE
 from agent.settings import (
     Settings,
     expected_display_name,
@@ -134,7 +136,30 @@ class UserVault:
                 REMINT_ACTION
                 + f" (confirm first that policy {expected[1][0]} exists).",
             )
+        self._check_namespace(data)
         return info
+
+    def _check_namespace(self, data: Mapping[str, Any]) -> None:
+        """Refuse a token of another namespace than ``VAULT_NAMESPACE`` names.
+
+        Such a token is still valid, but its policy grants paths in its own
+        namespace only, so every read would be denied for a reason that the
+        denial would not tell. Vaults without namespaces report none.
+        """
+        if "namespace_path" not in data:
+            return
+        own = str(data.get("namespace_path") or "").strip("/")
+        wanted = self.transport.namespace
+        if own == wanted:
+            return
+        said = f"VAULT_NAMESPACE={wanted}" if wanted else "VAULT_NAMESPACE is unset"
+        raise ConfigError(
+            f"The scoped Vault token of {self.user} belongs to namespace "
+            f"{own or '(root)'!r}, but {said}; it was not used further.",
+            f"Set VAULT_NAMESPACE={own} in {ENV_FILE}"
+            if own
+            else f"Remove VAULT_NAMESPACE from {ENV_FILE}",
+        )
 
     def renew(self) -> int:
         """Renew the token and return its new TTL in seconds.

@@ -1,0 +1,144 @@
+"""The agent and the provisioner inside a Vault namespace (VAULT_NAMESPACE).
+
+OpenBao 2.x has namespaces, as Vault Enterprise does: each has its own
+policies, token roles, mounts and tokens. The stack is applied inside one,
+and everything the product does must happen there, never in the root.
+"""
+
+from __future__ import annotations
+
+import pwd
+from collections.abc import Iterator
+from pathlib import Path
+
+import hvac
+import pytest
+
+from agent.provision import Account, Provisioner
+from agent.roster import parse_roster
+from agent.settings import DEFAULT_KV_MOUNT, Settings, expected_display_name
+from agent.systemd import Systemctl
+from tests.support.agent_host import (
+    LEAKS,
+    ROSTER,
+    USERS,
+    Workstation,
+    lines,
+    oauth,
+    only_line,
+)
+from tests.support.openbao import OpenBao
+from tests.support.vault_stack import apply_stack, mint_user_token, synthesize
+
+NAMESPACE = "workstations"
+ALICE = "agent-alice"
+PATH = Settings().secret_path(ALICE)
+
+
+@pytest.fixture
+def in_namespace(
+    openbao: OpenBao, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[hvac.Client]:
+    """A namespace with a KV mount and the stack applied; removed afterwards."""
+    root = openbao.client()
+    root.sys.create_namespace(NAMESPACE)
+    client = openbao.client(namespace=NAMESPACE)
+    client.sys.enable_secrets_engine(
+        "kv", path=DEFAULT_KV_MOUNT, options={"version": 2}
+    )
+    apply_stack(client, synthesize(ROSTER, tmp_path_factory.mktemp("ns-stack")))
+    yield client
+    client.sys.disable_secrets_engine(DEFAULT_KV_MOUNT)
+    root.sys.delete_namespace(NAMESPACE)
+
+
+def read(client: hvac.Client) -> dict[str, object] | None:
+    """The latest data at alice's path, as ``client``'s namespace holds it."""
+    try:
+        answer = client.secrets.kv.v2.read_secret_version(
+            path=PATH, mount_point=DEFAULT_KV_MOUNT, raise_on_deleted_version=True
+        )
+    except hvac.exceptions.InvalidPath:
+        return None
+    data: dict[str, object] = answer["data"]["data"]
+    return data
+
+
+@pytest.fixture
+def station(
+    agent_users: dict[str, pwd.struct_passwd],
+    homes: Path,
+    openbao: OpenBao,
+    in_namespace: hvac.Client,
+    tmp_path: Path,
+) -> Workstation:
+    """alice, with a token minted through her role inside the namespace."""
+    roster = homes / f"roster-{tmp_path.name}.yaml"
+    roster.write_text(ROSTER)
+    roster.chmod(0o644)
+    station = Workstation.create(
+        agent_users[ALICE], homes / f"{tmp_path.name}-ns", openbao, roster
+    )
+    token = mint_user_token(in_namespace, ALICE)
+    LEAKS.secret(token)
+    station.write(station.token_path, token + "\n")
+    login = oauth("ns")
+    station.write_credentials(login)
+    station.fake_claude(["api"], accepted=[login["accessToken"]])
+    return station
+
+
+def test_agent_backs_up_inside_the_namespace(
+    station: Workstation, in_namespace: hvac.Client, openbao: OpenBao
+) -> None:
+    """With VAULT_NAMESPACE the login lands in the namespace, not the root."""
+    done = station.run(VAULT_NAMESPACE=NAMESPACE)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert lines(done, "OK")
+    assert read(in_namespace) == {
+        "claudeAiOauth": station.credentials()["claudeAiOauth"]
+    }
+    assert read(openbao.client()) is None
+
+
+def test_agent_without_the_namespace_names_it(station: Workstation) -> None:
+    """Without VAULT_NAMESPACE, the line says which namespace the token is from."""
+    done = station.run()
+
+    line = only_line(done)
+    assert done.returncode == 2
+    assert "reason=config" in line
+    assert f"Set VAULT_NAMESPACE={NAMESPACE}" in line
+
+
+def test_provisioner_mints_inside_the_namespace(
+    agent_users: dict[str, pwd.struct_passwd],
+    homes: Path,
+    openbao: OpenBao,
+    in_namespace: hvac.Client,
+    tmp_path: Path,
+) -> None:
+    """With VAULT_NAMESPACE the provisioner mints through the namespace's role."""
+    entry = agent_users[ALICE]
+    home = homes / f"{tmp_path.name}-provision"
+    home.mkdir()
+    Workstation(ALICE, entry.pw_uid, entry.pw_gid, home, {}, openbao).own(home, 0o700)
+    environ = {"VAULT_ADDR": openbao.addr, "VAULT_NAMESPACE": NAMESPACE}
+    provisioner = Provisioner(
+        Settings(vault_addr=openbao.addr),
+        parse_roster(f"users:\n  {ALICE}: {{email: {USERS[ALICE]}}}\n"),
+        environ,
+        admin_token=openbao.root_token,
+        systemctl=Systemctl(run_dir=tmp_path / "no-systemd"),
+        unit_dir=tmp_path / "units",
+        accounts={ALICE: Account(ALICE, entry.pw_uid, entry.pw_gid, home)}.get,
+    )
+
+    outcome = provisioner.run()[0]
+
+    assert outcome.error is None, outcome.line()
+    token = (home / ".config/claude-auth-sync/vault-token").read_text().strip()
+    LEAKS.secret(token)
+    looked_up = openbao.client(token, NAMESPACE).auth.token.lookup_self()["data"]
+    assert looked_up["display_name"] == expected_display_name(ALICE)
