@@ -29,7 +29,9 @@ from pathlib import Path
 from tests.support.components import in_ci
 
 SUITE = "bookworm"
-PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "make")
+PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "make", "sudo",
+)  # fmt: skip
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SOURCES = (
     Path("/etc/apt/sources.list.d/debian.sources"),

