@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,8 +38,14 @@ OAUTH_KEY = "claudeAiOauth"
 #: is taken from the roster instead of parsing a huge file on every run.
 MAX_CLAUDE_JSON = 4 << 20
 CREDENTIALS_NAME = ".credentials.json"
+#: How ``atomic_write`` names its temporary file beside the credentials.
+_OWN_TEMPORARY = re.compile(
+    rf"^{re.escape(CREDENTIALS_NAME)}\.[0-9]+\.[0-9a-f]{{8}}\.tmp$"
+)
 #: Seconds to pause before a restore's rename; see ``_test_pause``.
 TEST_MERGE_DELAY = "CLAUDE_AUTH_SYNC_TEST_MERGE_DELAY"
+
+log = logging.getLogger(__name__)
 
 #: The fields a login needs, with the exact JSON types Claude writes.
 _REQUIRED: dict[str, type] = {"accessToken": str, "refreshToken": str, "expiresAt": int}
@@ -184,6 +193,30 @@ def write_merged(current: Credentials, oauth: Mapping[str, Any]) -> None:
             f"Could not write {current.path} ({err.strerror}).",
             f"Check that {current.path.parent} is writable by its owner.",
         ) from None
+
+
+def remove_stale_temporaries(path: Path, uid: int) -> int:
+    """Remove the temporary files that killed restores left beside ``path``.
+
+    Each holds a copy of a login, which nothing else would ever delete. The
+    caller holds the run's lock, so no other restore of this user is writing
+    one now; Claude's own temporary files are named otherwise and are left
+    alone, and so is anything not owned by the user. Returns how many went.
+    """
+    removed = 0
+    for candidate in path.parent.glob(f".{path.name.lstrip('.')}.*.tmp"):
+        try:
+            info = candidate.lstat()
+            if (
+                _OWN_TEMPORARY.match(candidate.name)
+                and stat.S_ISREG(info.st_mode)
+                and info.st_uid == uid
+            ):
+                candidate.unlink()
+                removed += 1
+        except OSError as err:
+            log.debug("could not remove %s: %s", candidate, err)
+    return removed
 
 
 def _test_pause() -> None:

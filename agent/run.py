@@ -209,6 +209,7 @@ class Sync:
 
         token = read_token(self.ctx.token_path, self.ctx.uid)
         self.report.forbid(token)
+        creds.remove_stale_temporaries(self.ctx.credentials_path, self.ctx.uid)
         self.read_local()
         vault = self.open_vault(token)
 

@@ -500,7 +500,7 @@ def workstation_for(
     apply_roster: Callable[..., Path],
     openbao: OpenBao,
     tmp_path: Path,
-) -> Iterator[Callable[[str], Workstation]]:
+) -> Iterator[Callable[..., Workstation]]:
     """Make a workstation for a test user, with the stack applied to OpenBao.
 
     After the test, every output so far is scanned for every token so far.
@@ -512,10 +512,11 @@ def workstation_for(
 
     first_text = len(LEAKS.texts)
 
-    def make(user: str) -> Workstation:
+    def make(user: str, tag: str = "") -> Workstation:
+        """``tag`` tells apart several homes of one user (several hosts)."""
         entry = agent_users[user]
         return Workstation.create(
-            entry, homes / f"{tmp_path.name}-{user}", openbao, roster
+            entry, homes / f"{tmp_path.name}-{user}{tag}", openbao, roster
         )
 
     yield make
