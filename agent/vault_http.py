@@ -35,8 +35,8 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 #: A standby that does not forward requests redirects to the active node.
 MAX_REDIRECTS = 2
 MAX_ERROR_WORDS = 200
-_TRUE = frozenset({"1", "t", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "f", "false", "no", "off"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
 _REDIRECTS = frozenset({307, 308})
 #: Failures of a kept-alive connection that the server closed while idle.
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
