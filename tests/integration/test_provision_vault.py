@@ -236,7 +236,7 @@ def test_root_token_is_not_a_users_token(
     assert "is not" in alice.error.message
 
 
-def test_hvac_client_never_reads_vault_token_env(
+def test_vault_token_in_the_environment_is_never_used(
     provision: RunProvisioner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A VAULT_TOKEN left in the process environment is not used to mint."""
