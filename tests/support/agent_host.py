@@ -83,7 +83,9 @@ class LeakWatch:
         self.secrets.update(v for v in values if v)
 
     def oauth(self, login: dict[str, Any]) -> dict[str, Any]:
-        self.secret(login["accessToken"], login["refreshToken"])
+        """Watch a login's tokens; a malformed one has what text it has."""
+        tokens = (login.get("accessToken"), login.get("refreshToken"))
+        self.secret(*(token for token in tokens if isinstance(token, str)))
         return login
 
     def seen(self, label: str, text: str) -> None:
@@ -276,7 +278,7 @@ class Workstation:
 
     def store(self, data: dict[str, Any]) -> None:
         """Put a copy in Vault as an earlier run (or another tool) would have."""
-        if "claudeAiOauth" in data:
+        if isinstance(data.get("claudeAiOauth"), dict):
             LEAKS.oauth(data["claudeAiOauth"])
         self.vault.client().secrets.kv.v2.create_or_update_secret(
             path=Settings().secret_path(self.user), secret=data,
