@@ -14,24 +14,24 @@ from pathlib import Path
 import hvac
 import pytest
 
-from agent.provision import Account, Provisioner
-from agent.roster import parse_roster
-from agent.settings import DEFAULT_KV_MOUNT, Settings, expected_display_name
-from agent.systemd import Systemctl
+from agent.settings import (
+    DEFAULT_KV_MOUNT,
+    Settings,
+    expected_display_name,
+    token_file,
+)
 from tests.support.agent_host import (
     LEAKS,
     ROSTER,
-    USERS,
     Workstation,
     lines,
-    oauth,
     only_line,
 )
 from tests.support.openbao import OpenBao
+from tests.support.vault_site import ALICE, alice_provisioner, alice_station
 from tests.support.vault_stack import apply_stack, mint_user_token, synthesize
 
 NAMESPACE = "workstations"
-ALICE = "agent-alice"
 PATH = Settings().secret_path(ALICE)
 
 
@@ -73,19 +73,8 @@ def station(
     tmp_path: Path,
 ) -> Workstation:
     """alice, with a token minted through her role inside the namespace."""
-    roster = homes / f"roster-{tmp_path.name}.yaml"
-    roster.write_text(ROSTER)
-    roster.chmod(0o644)
-    station = Workstation.create(
-        agent_users[ALICE], homes / f"{tmp_path.name}-ns", openbao, roster
-    )
     token = mint_user_token(in_namespace, ALICE)
-    LEAKS.secret(token)
-    station.write(station.token_path, token + "\n")
-    login = oauth("ns")
-    station.write_credentials(login)
-    station.fake_claude(["api"], accepted=[login["accessToken"]])
-    return station
+    return alice_station(agent_users[ALICE], homes, tmp_path, openbao, token)
 
 
 def test_agent_backs_up_inside_the_namespace(
@@ -120,25 +109,17 @@ def test_provisioner_mints_inside_the_namespace(
     tmp_path: Path,
 ) -> None:
     """With VAULT_NAMESPACE the provisioner mints through the namespace's role."""
-    entry = agent_users[ALICE]
-    home = homes / f"{tmp_path.name}-provision"
-    home.mkdir()
-    Workstation(ALICE, entry.pw_uid, entry.pw_gid, home, {}, openbao).own(home, 0o700)
-    environ = {"VAULT_ADDR": openbao.addr, "VAULT_NAMESPACE": NAMESPACE}
-    provisioner = Provisioner(
-        Settings(vault_addr=openbao.addr),
-        parse_roster(f"users:\n  {ALICE}: {{email: {USERS[ALICE]}}}\n"),
-        environ,
-        admin_token=openbao.root_token,
-        systemctl=Systemctl(run_dir=tmp_path / "no-systemd"),
-        unit_dir=tmp_path / "units",
-        accounts={ALICE: Account(ALICE, entry.pw_uid, entry.pw_gid, home)}.get,
+    environ = {"VAULT_NAMESPACE": NAMESPACE}
+    provisioner = alice_provisioner(
+        agent_users[ALICE], homes, tmp_path, openbao, environ
     )
 
     outcome = provisioner.run()[0]
 
     assert outcome.error is None, outcome.line()
-    token = (home / ".config/claude-auth-sync/vault-token").read_text().strip()
+    account = provisioner.accounts(ALICE)
+    assert account is not None
+    token = Path(token_file(account.home)).read_text().strip()
     LEAKS.secret(token)
     looked_up = openbao.client(token, NAMESPACE).auth.token.lookup_self()["data"]
     assert looked_up["display_name"] == expected_display_name(ALICE)

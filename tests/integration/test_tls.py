@@ -16,20 +16,17 @@ from pathlib import Path
 import pytest
 
 from agent.errors import VaultTLSError
-from agent.provision import Account, Provisioner
-from agent.roster import parse_roster
+from agent.provision import Provisioner
 from agent.settings import Settings, policy_name
-from agent.systemd import Systemctl
 from tests.support.agent_host import (
     ROSTER,
-    USERS,
     Workstation,
     lines,
-    oauth,
     only_line,
 )
 from tests.support.openbao import OpenBao
-from tests.support.vault_stack import apply_stack, synthesize
+from tests.support.vault_site import ALICE, alice_provisioner, alice_station
+from tests.support.vault_stack import apply_stack, mint_user_token, synthesize
 
 #: Variables that make OpenSSL, requests or curl trust more than they are told.
 AMBIENT_TRUST = (
@@ -41,7 +38,6 @@ AMBIENT_TRUST = (
 )
 #: A real CA bundle that did not sign the dev server's certificate.
 OTHER_CAS = "/etc/ssl/certs/ca-certificates.crt"
-ALICE = "agent-alice"
 
 
 @pytest.fixture(autouse=True)
@@ -69,17 +65,9 @@ def station(
     tmp_path: Path,
 ) -> Iterator[Workstation]:
     """alice with her token minted on the TLS server, and its CA configured."""
-    roster = homes / f"roster-{tmp_path.name}.yaml"
-    roster.write_text(ROSTER)
-    roster.chmod(0o644)
-    station = Workstation.create(
-        agent_users[ALICE], homes / f"{tmp_path.name}-tls", openbao_tls, roster
-    )
+    token = mint_user_token(openbao_tls.client(), ALICE)
+    station = alice_station(agent_users[ALICE], homes, tmp_path, openbao_tls, token)
     station.env["VAULT_CACERT"] = str(openbao_tls.ca_cert)
-    station.mint_token()
-    login = oauth("tls")
-    station.write_credentials(login)
-    station.fake_claude(["api"], accepted=[login["accessToken"]])
     assert not set(AMBIENT_TRUST) & set(station.env)
     yield station
     openbao_tls.client().secrets.kv.v2.delete_metadata_and_all_versions(
@@ -166,26 +154,10 @@ def provision(
     tmp_path: Path,
 ) -> Callable[[dict[str, str]], Provisioner]:
     """A provisioner for alice alone, over TLS, with the admin token."""
-    entry = agent_users[ALICE]
-    home = homes / f"{tmp_path.name}-provision"
-    home.mkdir()
-    home.chmod(0o700)
-    Workstation(ALICE, entry.pw_uid, entry.pw_gid, home, {}, openbao_tls).own(
-        home, 0o700
-    )
-    account = Account(ALICE, entry.pw_uid, entry.pw_gid, home)
-    roster = parse_roster(f"users:\n  {ALICE}: {{email: {USERS[ALICE]}}}\n")
 
     def make(environ: dict[str, str]) -> Provisioner:
-        return Provisioner(
-            Settings(vault_addr=openbao_tls.addr),
-            roster,
-            {"VAULT_ADDR": openbao_tls.addr, **environ},
-            admin_token=openbao_tls.root_token,
-            systemctl=Systemctl(run_dir=tmp_path / "no-systemd"),
-            unit_dir=tmp_path / "units",
-            accounts={ALICE: account}.get,
-        )
+        entry = agent_users[ALICE]
+        return alice_provisioner(entry, homes, tmp_path, openbao_tls, environ)
 
     return make
 
