@@ -103,6 +103,11 @@ def fill(command: str, user: str, vault_addr: str) -> str:
     return command.replace(USER, user).replace(EXAMPLE_VAULT, vault_addr)
 
 
+def filled(phase: str, user: str, vault_addr: str) -> tuple[str, ...]:
+    """The commands of the block of ``phase``, placeholders filled in."""
+    return tuple(fill(c, user, vault_addr) for c in block(phase).commands)
+
+
 def as_script(commands: tuple[str, ...]) -> str:
     """A bash script running ``commands`` in order, each between markers.
 

