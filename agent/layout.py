@@ -24,6 +24,11 @@ SYNC_TIMER = SYNC_UNIT + ".timer"
 PROVISION_SERVICE = "claude-auth-provision.service"
 PROVISION_TIMER = "claude-auth-provision.timer"
 
+#: The commands, linked onto everyone's PATH from the install's own venv, so
+#: that the agent's advice (``claude-auth-sync status``) works as written.
+COMMAND_DIR = Path("/usr/local/bin")
+COMMANDS = ("claude-auth-sync", "claude-auth-provision")
+
 #: The login notice every interactive shell sources.
 PROFILE_SNIPPET = Path("/etc/profile.d/claude-auth-sync.sh")
 #: Configurations for the log shipper that carries the journal lines to Loki:

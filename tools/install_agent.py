@@ -373,6 +373,34 @@ def install_files(
     return units_changed
 
 
+def link_commands(layout: Layout, report: Report) -> None:
+    """Put the commands on PATH as links into the venv; never replace another's."""
+    for name in paths.COMMANDS:
+        link = layout.staged(paths.COMMAND_DIR / name)
+        target = layout.prefix / "bin" / name
+        if link.is_symlink() and link.readlink() == target:
+            report.step(str(paths.COMMAND_DIR / name), "unchanged", changed=False)
+            continue
+        if link.is_symlink() or link.exists():
+            report.step(
+                str(paths.COMMAND_DIR / name),
+                f"left alone: it is not a link to {target}; run {target} instead",
+                changed=False,
+            )
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+        report.step(str(paths.COMMAND_DIR / name), "linked", changed=True)
+
+
+def _our_commands(layout: Layout) -> Iterator[Path]:
+    """The command links that point into this install's venv."""
+    for name in paths.COMMANDS:
+        link = layout.staged(paths.COMMAND_DIR / name)
+        if link.is_symlink() and link.readlink() == layout.prefix / "bin" / name:
+            yield link
+
+
 # -- systemd -------------------------------------------------------------------
 
 
@@ -436,6 +464,7 @@ def uninstall(layout: Layout, report: Report) -> None:
         *(_unlinker(link) for link in _our_links(unit_dir)),
         *(_unlinker(d / paths.HOME_DROPIN) for d in paths.dropin_dirs(unit_dir)),
         *(_unlinker(layout.staged(path)) for path in paths.installed_files()),
+        *(_unlinker(link) for link in _our_commands(layout)),
     ]
     for remove in removals:
         removed = remove()
@@ -509,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                 use_venv_packages(layout)
             rendered = render_all(layout, os.environ)
             changed = install_files(layout, rendered, Path(args.roster), report)
+            link_commands(layout, report)
             enable_provisioner(layout, changed, report)
             report.finish("install-agent")
             return 0

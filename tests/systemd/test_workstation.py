@@ -475,7 +475,7 @@ def test_agent_line_names_this_host(
 
 def test_doctor_all_has_a_line_per_user_here(verified: list[runbook.Step]) -> None:
     """doctor --all shows alice's active timer and OK, bob never run, no carol."""
-    lines = _output(verified, "/opt/claude-auth-sync/bin/claude-auth-sync doctor")
+    lines = _output(verified, "claude-auth-sync doctor")
     rows = {row[2:].split()[0]: row for row in lines.splitlines()[1:-1]}
 
     assert sorted(rows) == ["alice", "bob"]

@@ -19,7 +19,7 @@ from types import ModuleType
 import pytest
 import yaml
 
-from agent.layout import installed_files
+from agent.layout import COMMANDS, installed_files
 from agent.report import Event, Report, Status
 from tests.support.components import REPO
 
@@ -213,7 +213,7 @@ def test_second_install_changes_nothing(install) -> None:
 
     assert code == 0
     unchanged = re.findall(r": (\w+)", output).count("unchanged")
-    assert unchanged == len(installed_files())
+    assert unchanged == len(installed_files()) + len(COMMANDS)
     assert "nothing changed" in output
 
 
@@ -237,6 +237,32 @@ def test_uninstall_removes_what_install_wrote(install, tmp_path: Path) -> None:
     left = [p for p in (tmp_path / "root").rglob("*") if not p.is_dir()]
     assert code == 0
     assert left == []
+
+
+def test_install_puts_the_commands_on_path(install, tmp_path: Path) -> None:
+    """claude-auth-sync and claude-auth-provision run by name, from the venv."""
+    install()
+    bin_dir = tmp_path / "root" / "usr/local/bin"
+    assert (bin_dir / "claude-auth-sync").readlink() == Path(
+        "/opt/cas/bin/claude-auth-sync"
+    )
+    assert (bin_dir / "claude-auth-provision").readlink() == Path(
+        "/opt/cas/bin/claude-auth-provision"
+    )
+
+
+def test_install_never_replaces_someone_elses_command(install, tmp_path: Path) -> None:
+    """A claude-auth-sync already on PATH is left alone, and the install says so."""
+    bin_dir = tmp_path / "root" / "usr/local/bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "claude-auth-sync").write_text("#!/bin/sh\n")
+    code, output = install()
+    assert code == 0
+    assert (bin_dir / "claude-auth-sync").read_text() == "#!/bin/sh\n"
+    assert "claude-auth-sync: left alone" in output
+    code, output = install("uninstall")
+    assert (bin_dir / "claude-auth-sync").exists()
+    assert not (bin_dir / "claude-auth-provision").is_symlink()
 
 
 def test_uninstall_keeps_other_units(install, tmp_path: Path) -> None:
