@@ -278,8 +278,8 @@ class Sync:
                     Status.WARN,
                     self.outage.reason,
                     self.outage.message,
-                    "The login was not backed up or restored this time; the next "
-                    "run retries. " + self.outage.action,
+                    "The login was not backed up or restored this time. "
+                    + self.outage.action,
                     (("login", result.verdict.value),),
                     self.outage.exit_code,
                 )
