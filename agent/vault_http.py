@@ -101,7 +101,8 @@ class VaultTransport:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
                 f"VAULT_ADDR={addr!r} is not an http:// or https:// address.",
-                f"Set VAULT_ADDR in {ENV_FILE}, e.g. VAULT_ADDR=https://vault.example.com",
+                f"Set VAULT_ADDR in {ENV_FILE}, such as "
+                "VAULT_ADDR=https://vault.example.com",
             )
         self.addr = addr.rstrip("/")
         self.token = token
@@ -110,7 +111,6 @@ class VaultTransport:
         self.skip_verify = skip_verify
         self.namespace = namespace.strip("/")
         self.timeout = timeout
-        self._base = parts.path.rstrip("/")
         self._context: ssl.SSLContext | None = None
         self._conn: http.client.HTTPConnection | None = None
         self._conn_origin = ("", "", 0)
