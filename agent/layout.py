@@ -45,6 +45,11 @@ TEMPLATE_OF = {
     PROMTAIL_CONFIG: "log-shipper/promtail.yaml.j2",
 }
 
+#: The provisioner's record of each user's token accessor (root only, no
+#: secret): what lets it revoke a departed user's token without reading it.
+STATE_ROOT = Path("/var/lib/claude-auth-sync")
+ACCESSORS_FILE = STATE_ROOT / "accessors.json"
+
 #: The per-user drop-in that binds the user's own paths into the sandbox:
 #: systemd has no specifier for the home directory of ``User=``.
 HOME_DROPIN = "10-home-paths.conf"

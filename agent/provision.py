@@ -17,6 +17,7 @@ the user could not.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import pwd
@@ -184,6 +185,7 @@ class Provisioner:
         accounts: Callable[[str], Account | None] = lookup_account,
         dry_run: bool = False,
         host_names: Collection[str] | None = None,
+        accessors_file: Path | None = None,
     ) -> None:
         self.settings = settings
         self.roster = roster
@@ -198,6 +200,7 @@ class Provisioner:
         self.reload_needed = False
         self._said_offline = False
         self._transport: VaultTransport | None = None
+        self.accessors = AccessorRegistry(accessors_file)
 
     def run(self) -> list[Outcome]:
         """Provision everyone: prepare homes, reload systemd, then set timers.
@@ -205,7 +208,8 @@ class Provisioner:
         The drop-ins must be loaded before a timer is started, since a timer
         whose boot delay has passed starts its service at once.
         """
-        leavers = sorted(self._instances() - set(self.roster.names))
+        known = self._instances() | set(self.accessors.users())
+        leavers = sorted(known - set(self.roster.names))
         outcomes = [Outcome(name) for name in (*self.roster.names, *leavers)]
         for outcome in outcomes:
             step = self._prepare if self._wanted(outcome.user) else self._remove_dropin
@@ -217,6 +221,9 @@ class Provisioner:
         for outcome in outcomes:
             if outcome.error is None:
                 self._each(outcome, self._set_timer)
+        for outcome in outcomes:
+            if outcome.user not in self.roster.names and outcome.error is None:
+                self._each(outcome, self._retire_token)
         return outcomes
 
     def _wanted(self, name: str) -> bool:
@@ -350,6 +357,8 @@ class Provisioner:
         user_vault = UserVault(self._vault(token), self.settings, account.name)
         try:
             info = user_vault.check_token()
+            if info.accessor and not self.dry_run:
+                self.accessors.record(account.name, info.accessor)
         except (TokenInvalid, TokenDrift) as err:
             if not self.admin_token:
                 raise TokenFileError(err.message, self._rerun()) from None
@@ -382,7 +391,7 @@ class Provisioner:
         from agent.vault import mint_token  # noqa: PLC0415  # only when minting
 
         try:
-            token = mint_token(self._vault(self.admin_token), account.name, self.host)
+            minted = mint_token(self._vault(self.admin_token), account.name, self.host)
         except VaultUnavailable as err:
             raise ProvisionError(
                 err.message,
@@ -392,7 +401,45 @@ class Provisioner:
 
         with acting_as(account):
             ensure_private_dir(account.home / layout.TOKEN_DIR)
-            atomic_write(account.home / layout.TOKEN_FILE, token.encode(), 0o600)
+            atomic_write(account.home / layout.TOKEN_FILE, minted.token.encode(), 0o600)
+        if minted.accessor:
+            self.accessors.record(account.name, minted.accessor)
+
+    def _retire_token(self, outcome: Outcome) -> None:
+        """Revoke the token of a user who left the roster, and remove its file.
+
+        Their policy is gone once the stack is deployed, so the token already
+        grants nothing; revoking it by accessor (which needs no copy of the
+        token) ends it now rather than at the end of its period. Without an
+        admin token the accessor is kept, and a later run with one revokes it.
+        """
+        from agent.vault import revoke_accessor  # noqa: PLC0415  # only with Vault
+
+        accessor = self.accessors.get(outcome.user)
+        if accessor is None:
+            return
+        if not self.admin_token:
+            log.warning(
+                "%s left the roster; their old token is not revoked yet: %s",
+                outcome.user,
+                self._rerun(),
+            )
+            outcome.notes.append("old token not revoked (needs an admin token)")
+            return
+
+        def retire() -> None:
+            revoked = revoke_accessor(
+                self._vault(self.admin_token), outcome.user, accessor
+            )
+            if not revoked:
+                outcome.notes.append("old token had already expired")
+            account = self.accounts(outcome.user)
+            if account is not None:
+                with acting_as(account):
+                    (account.home / layout.TOKEN_FILE).unlink(missing_ok=True)
+            self.accessors.forget(outcome.user)
+
+        self._change(outcome, "revoke the old token and remove its file", retire)
 
     def _vault(self, token: str) -> VaultTransport:
         """A transport to Vault speaking with ``token``.
@@ -485,6 +532,63 @@ class Provisioner:
         log.info("%s: %s", outcome.user, what)
 
 
+class AccessorRegistry:
+    """Each user's token accessor, in a root-only JSON file.
+
+    An accessor names a token for lookup and revocation but cannot be used as
+    the token; it is still kept private (0600), since it says who has one.
+    Without a ``path`` the record lives only as long as the run (for tests and
+    callers that keep their own).
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._entries: dict[str, str] | None = None
+
+    def _load(self) -> dict[str, str]:
+        if self._entries is None:
+            try:
+                if self.path is None:
+                    raise FileNotFoundError
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                data = {}
+            except (OSError, ValueError) as err:
+                log.warning(
+                    "Cannot read %s (%s); departed users' tokens will not be "
+                    "revoked until it is fixed or removed.",
+                    self.path,
+                    err,
+                )
+                data = {}
+            self._entries = {
+                str(k): str(v) for k, v in data.items() if isinstance(v, str)
+            }
+        return self._entries
+
+    def users(self) -> list[str]:
+        return sorted(self._load())
+
+    def get(self, user: str) -> str | None:
+        return self._load().get(user)
+
+    def record(self, user: str, accessor: str) -> None:
+        if self._load().get(user) != accessor:
+            self._load()[user] = accessor
+            self._save()
+
+    def forget(self, user: str) -> None:
+        if self._load().pop(user, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        text = json.dumps(self._load(), indent=2, sort_keys=True) + "\n"
+        atomic_write(self.path, text.encode(), 0o600)
+
+
 def _create_empty_json(path: Path) -> None:
     """Create ``path`` as ``{}`` (Claude reports an empty file as corrupt).
 
@@ -573,7 +677,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     provisioner = Provisioner(
-        settings, roster, environ, admin_token=admin_token, dry_run=args.dry_run
+        settings,
+        roster,
+        environ,
+        admin_token=admin_token,
+        dry_run=args.dry_run,
+        accessors_file=layout.ACCESSORS_FILE,
     )
     try:
         outcomes = provisioner.run()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.credentials import OAUTH_KEY, expires_at_ms, is_blanked, oauth_problem
@@ -61,6 +61,21 @@ class TokenInfo:
     display_name: str
     policies: tuple[str, ...]
     ttl: int
+    #: Names the token to revoke it without holding it; not a secret.
+    accessor: str = ""
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    """A freshly minted scoped token and its accessor.
+
+    ``token`` is secret and goes straight into the user's file; ``accessor``
+    is kept by the provisioner so it can revoke the token after the user
+    leaves, when nobody should read their token file any more.
+    """
+
+    token: str = field(repr=False)
+    accessor: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,7 @@ class UserVault:
             display_name=str(data.get("display_name", "")),
             policies=tuple(sorted(data.get("policies") or ())),
             ttl=int(data.get("ttl") or 0),
+            accessor=str(data.get("accessor", "")),
         )
         identity = tuple(data.get("identity_policies") or ())
         expected = (expected_display_name(self.user), (policy_name(self.user),))
@@ -297,7 +313,7 @@ class UserVault:
         )
 
 
-def mint_token(transport: VaultTransport, user: str, host: str) -> str:
+def mint_token(transport: VaultTransport, user: str, host: str) -> MintedToken:
     """Mint ``user``'s scoped token through their role, with ``transport``'s token.
 
     The token is returned to be written straight to the user's file, never
@@ -318,13 +334,43 @@ def mint_token(transport: VaultTransport, user: str, host: str) -> str:
 
     with _answer(transport.addr, f"mint {user}'s token", refused, bad_request=True):
         answer = transport.request("POST", f"auth/token/create/{role}", body)
-    token = str(((answer or {}).get("auth") or {}).get("client_token") or "")
+    auth = (answer or {}).get("auth") or {}
+    token = str(auth.get("client_token") or "")
     if not token:
         raise VaultError(
             f"Vault at {transport.addr} minted no token for {user}.",
             "Check Vault's own log for the request, then rerun.",
         )
-    return token
+    return MintedToken(token, str(auth.get("accessor") or ""))
+
+
+def revoke_accessor(transport: VaultTransport, user: str, accessor: str) -> bool:
+    """Revoke a user's scoped token by its accessor; False if it was already gone.
+
+    Raises ``VaultDenied`` when ``transport``'s token may not revoke it, and
+    ``VaultUnavailable`` during an outage.
+    """
+
+    def refused(doing: str) -> VaultError:
+        return VaultDenied(
+            f"Vault at {transport.addr} refused to {doing}.",
+            "Use an admin token, or one with the workstation-claude-provisioner "
+            "policy, in VAULT_TOKEN.",
+        )
+
+    # An expired or already revoked token has no accessor any more: OpenBao
+    # says so in a warning, Vault with a 400.
+    try:
+        with _answer(transport.addr, f"revoke {user}'s old token", refused):
+            answer = transport.request(
+                "POST", "auth/token/revoke-accessor", {"accessor": accessor}
+            )
+    except VaultError as err:
+        if "invalid accessor" in err.message:
+            return False
+        raise
+    warnings = (answer or {}).get("warnings") or []
+    return not any("no token found" in str(w).lower() for w in warnings)
 
 
 @contextmanager

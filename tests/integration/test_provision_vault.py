@@ -8,6 +8,7 @@ booted container of tests/systemd.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
@@ -15,6 +16,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+import hvac
 import pytest
 
 from agent.provision import Account, Outcome, Provisioner, summary
@@ -244,3 +246,156 @@ def test_vault_token_in_the_environment_is_never_used(
     outcomes = provision()
 
     assert all("needs a token" in " ".join(o.notes) for o in outcomes)
+
+
+# -- offboarding: a user leaves the roster, and comes back -----------------------
+
+WITHOUT_BOB = "\n".join(
+    line for line in ROSTER.splitlines() if not line.strip().startswith(BOB)
+)
+
+
+@pytest.fixture
+def offboarding(
+    openbao: OpenBao,
+    apply_roster: Callable[..., Path],
+    user_homes: dict[str, Account],
+    tmp_path: Path,
+) -> Callable[..., list[Outcome]]:
+    """Apply a roster and run the provisioner over it, as an operator would.
+
+    The accessor registry lives in tmp_path and persists across calls, as
+    ``/var/lib/claude-auth-sync/accessors.json`` does across runs.
+    """
+
+    def run(roster: str, admin_token: str = "") -> list[Outcome]:
+        apply_roster(roster)
+        return Provisioner(
+            Settings(vault_addr=openbao.addr),
+            parse_roster(roster),
+            {"VAULT_ADDR": openbao.addr},
+            admin_token=admin_token,
+            systemctl=Systemctl(run_dir=tmp_path / "no-systemd"),
+            unit_dir=tmp_path / "units",
+            accounts=user_homes.get,
+            accessors_file=tmp_path / "accessors.json",
+        ).run()
+
+    return run
+
+
+def backup_as(openbao: OpenBao, token: str, user: str) -> None:
+    openbao.client(token).secrets.kv.v2.create_or_update_secret(
+        path=f"workstation/claude-users/{user}",
+        secret={"claudeAiOauth": {"accessToken": "kept-for-audit"}},
+        mount_point="secret",
+    )
+
+
+def test_removing_a_user_makes_their_token_useless_and_keeps_data(
+    offboarding: Callable[..., list[Outcome]],
+    openbao: OpenBao,
+    user_homes: dict[str, Account],
+) -> None:
+    """Once the stack drops bob, his token reads nothing; his backup stays."""
+    offboarding(ROSTER, admin_token=openbao.root_token)
+    bob_token = read_token(user_homes[BOB])
+    backup_as(openbao, bob_token, BOB)
+
+    offboarding(WITHOUT_BOB)
+
+    with pytest.raises(hvac.exceptions.Forbidden):
+        openbao.client(bob_token).secrets.kv.v2.read_secret_version(
+            path=f"workstation/claude-users/{BOB}",
+            mount_point="secret",
+            raise_on_deleted_version=True,
+        )
+    kept = openbao.client().secrets.kv.v2.read_secret_version(
+        path=f"workstation/claude-users/{BOB}",
+        mount_point="secret",
+        raise_on_deleted_version=True,
+    )
+    assert kept["data"]["data"] == {"claudeAiOauth": {"accessToken": "kept-for-audit"}}
+
+
+def test_admin_run_revokes_a_departed_users_token_by_accessor(
+    offboarding: Callable[..., list[Outcome]],
+    openbao: OpenBao,
+    user_homes: dict[str, Account],
+    tmp_path: Path,
+) -> None:
+    """With an admin token the provisioner ends bob's token and removes its file."""
+    offboarding(ROSTER, admin_token=openbao.root_token)
+    bob_token = read_token(user_homes[BOB])
+    alice_token = read_token(user_homes[ALICE])
+    accessor = openbao.client(bob_token).auth.token.lookup_self()["data"]["accessor"]
+
+    outcomes = offboarding(WITHOUT_BOB, admin_token=openbao.root_token)
+
+    bob = next(o for o in outcomes if o.user == BOB)
+    assert "revoke the old token and remove its file" in bob.changes
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        openbao.client().auth.token.lookup_accessor(accessor)
+    assert not token_path(user_homes[BOB]).exists()
+    assert BOB not in json.loads((tmp_path / "accessors.json").read_text())
+    assert read_token(user_homes[ALICE]) == alice_token
+
+
+def test_hourly_run_keeps_the_accessor_until_an_admin_run(
+    offboarding: Callable[..., list[Outcome]],
+    openbao: OpenBao,
+    user_homes: dict[str, Account],
+    tmp_path: Path,
+) -> None:
+    """Without an admin token nothing is revoked, and a later admin run does it."""
+    offboarding(ROSTER, admin_token=openbao.root_token)
+    accessors = tmp_path / "accessors.json"
+    assert stat.S_IMODE(accessors.stat().st_mode) == 0o600
+
+    hourly = offboarding(WITHOUT_BOB)
+    bob = next(o for o in hourly if o.user == BOB)
+    assert "old token not revoked (needs an admin token)" in bob.notes
+    assert BOB in json.loads(accessors.read_text())
+
+    later = offboarding(WITHOUT_BOB, admin_token=openbao.root_token)
+    assert [o.changes for o in later if o.user == BOB] == [
+        ["revoke the old token and remove its file"]
+    ]
+
+
+def test_provisioner_policy_token_can_offboard(
+    offboarding: Callable[..., list[Outcome]],
+    openbao: OpenBao,
+    user_homes: dict[str, Account],
+) -> None:
+    """Revoking needs no admin token: the provisioner policy is enough."""
+    offboarding(ROSTER, admin_token=openbao.root_token)
+    narrow = openbao.client().auth.token.create(
+        policies=[PROVISIONER_POLICY], no_default_policy=True
+    )["auth"]["client_token"]
+
+    outcomes = offboarding(WITHOUT_BOB, admin_token=narrow)
+
+    assert [o.error for o in outcomes] == [None] * len(outcomes)
+    assert not token_path(user_homes[BOB]).exists()
+
+
+def test_a_returning_user_works_after_one_admin_run(
+    offboarding: Callable[..., list[Outcome]],
+    openbao: OpenBao,
+    user_homes: dict[str, Account],
+) -> None:
+    """Re-added to the roster, bob gets a new token that reads his kept data."""
+    offboarding(ROSTER, admin_token=openbao.root_token)
+    backup_as(openbao, read_token(user_homes[BOB]), BOB)
+    offboarding(WITHOUT_BOB, admin_token=openbao.root_token)
+
+    offboarding(ROSTER, admin_token=openbao.root_token)
+
+    back = openbao.client(read_token(user_homes[BOB])).secrets.kv.v2
+    kept = back.read_secret_version(
+        path=f"workstation/claude-users/{BOB}",
+        mount_point="secret",
+        raise_on_deleted_version=True,
+    )
+    assert kept["data"]["data"]["claudeAiOauth"] == {"accessToken": "kept-for-audit"}
