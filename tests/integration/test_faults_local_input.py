@@ -175,9 +175,7 @@ def test_unusable_credentials_file_is_refused_before_anything_is_asked(
     with vault_recorder(station.vault.addr) as (addr, seen):
         done = station.run(VAULT_ADDR=addr)
 
-    assert done.returncode == 7
-    line = only_line(done)
-    assert "status=FAIL" in line and "reason=credentials_file" in line
+    line = only_line(done, "FAIL", "credentials_file", 7)
     assert said in line and str(station.credentials_path) in line
     assert seen == [] and api.inference_bearers() == []
     assert file_state(station.credentials_path) == before
@@ -235,9 +233,7 @@ def test_bad_token_file_is_refused_before_anything_is_asked(
     with vault_recorder(station.vault.addr) as (addr, seen):
         done = station.run(VAULT_ADDR=addr)
 
-    assert done.returncode == 5
-    line = only_line(done)
-    assert "status=FAIL" in line and "reason=token_file" in line
+    line = only_line(done, "FAIL", "token_file", 5)
     assert said in line and str(station.token_path) in line
     assert seen == []
     assert not (station.home / "fake-claude" / "calls.jsonl").exists()

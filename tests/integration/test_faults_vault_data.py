@@ -72,10 +72,7 @@ def test_bad_stored_copy_is_never_merged(station: Workstation, case: str) -> Non
 
     done = station.run()
 
-    assert done.returncode == 3
-    line = only_line(done)
-    assert "status=FAIL" in line and "reason=sso_required" in line
-    assert "no usable copy" in line
+    assert "no usable copy" in only_line(done, "FAIL", "sso_required", 3)
     assert file_state(station.credentials_path) == before
     assert not station.credentials_path.with_name(
         ".credentials.json.unreadable"
@@ -99,8 +96,7 @@ def test_deleted_latest_version_is_not_restored_from_older_ones(
 
     done = station.run()
 
-    assert done.returncode == 3
-    assert "reason=sso_required" in only_line(done)
+    only_line(done, "FAIL", "sso_required", 3)
     assert file_state(station.credentials_path) == before
 
 

@@ -371,11 +371,19 @@ def lines(done: subprocess.CompletedProcess[str], status: str) -> list[str]:
     ]
 
 
-def only_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The run's single line: a fault must give exactly one, and no traceback."""
+def only_line(
+    done: subprocess.CompletedProcess[str], status: str, reason: str, code: int
+) -> str:
+    """The run's single line, with this status, reason and exit code.
+
+    A fault must give exactly one line, and no traceback.
+    """
     assert "Traceback" not in done.stderr, done.stderr
     output = done.stdout.splitlines()
     assert len(output) == 1, done.stdout + done.stderr
+    assert output[0].startswith(f"status={status} "), output[0]
+    assert f" reason={reason} " in output[0], output[0]
+    assert done.returncode == code, output[0]
     return output[0]
 
 
