@@ -275,13 +275,15 @@ class Provisioner:
         with acting_as(account):
             for relative in (layout.TOKEN_DIR, layout.STATE_DIR, layout.CLAUDE_DIR):
                 path = home / relative
-                if not path.exists() and not path.is_symlink():
+                # lexists, not exists: a symlink into a home the user cannot
+                # enter must be refused below, not raise EACCES here.
+                if not os.path.lexists(path):
                     self._change(
                         outcome, f"create ~/{relative}", ensure_private_dir, path
                     )
                 self._check_private(account, path, stat.S_ISDIR)
             claude_json = home / layout.CLAUDE_JSON
-            if not claude_json.exists() and not claude_json.is_symlink():
+            if not os.path.lexists(claude_json):
                 self._change(
                     outcome,
                     f"create ~/{layout.CLAUDE_JSON}",
@@ -297,7 +299,7 @@ class Provisioner:
         kind: Callable[[int], bool],
     ) -> None:
         """Refuse a path that is a symlink, of the wrong kind or someone else's."""
-        if self.dry_run and not path.exists() and not path.is_symlink():
+        if self.dry_run and not os.path.lexists(path):
             return
         info = path.lstat()
         if stat.S_ISLNK(info.st_mode) or not kind(info.st_mode):

@@ -238,3 +238,35 @@ def test_bad_token_file_is_refused_before_anything_is_asked(
     assert seen == []
     assert not (station.home / "fake-claude" / "calls.jsonl").exists()
     assert file_state(station.credentials_path) == before
+
+
+def token_dir_to_bobs(station: Workstation, bob: Workstation) -> None:
+    station.token_path.unlink()
+    station.token_path.parent.rmdir()
+    station.token_path.parent.symlink_to(bob.token_path.parent)
+
+
+def token_file_to_bobs(station: Workstation, bob: Workstation) -> None:
+    station.token_path.unlink()
+    station.token_path.symlink_to(bob.token_path)
+
+
+@pytest.mark.parametrize("make", [token_dir_to_bobs, token_file_to_bobs])
+def test_provisioner_refuses_a_home_pointing_into_bobs(
+    token_station: Workstation,
+    bob: Workstation,
+    bobs_files: dict[Path, FileState],
+    tmp_path: Path,
+    make: Callable[[Workstation, Workstation], None],
+) -> None:
+    """A token path that leads into bob's home: alice fails, bob's token stays."""
+    make(token_station, bob)
+
+    outcome = token_station.provision(tmp_path)
+
+    assert outcome.error is not None
+    assert str(token_station.token_path.parent) in outcome.error.message
+    assert "symlink" in outcome.error.message
+    assert token_station.token_path.parent.is_symlink() or (
+        token_station.token_path.is_symlink()
+    )

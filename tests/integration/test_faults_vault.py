@@ -17,10 +17,8 @@ from typing import Any
 
 import pytest
 
-from agent.provision import Account, Outcome, Provisioner
-from agent.roster import parse_roster
-from agent.settings import Settings, role_name, token_display_name
-from agent.systemd import Systemctl
+from agent.provision import Outcome
+from agent.settings import role_name, token_display_name
 from tests.support.agent_host import (
     LEAKS,
     MCP_OAUTH,
@@ -61,20 +59,7 @@ def reprovision(tmp_path: Path) -> Reprovision:
     """The runbook's fix for a dead token: the provisioner with an admin token."""
 
     def run(station: Workstation, addr: str = "") -> Outcome:
-        addr = addr or station.vault.addr
-        account = Account(station.user, station.uid, station.gid, station.home)
-        [outcome] = Provisioner(
-            Settings(vault_addr=addr),
-            parse_roster(ROSTER),
-            {"VAULT_ADDR": addr},
-            admin_token=station.vault.root_token,
-            systemctl=Systemctl(run_dir=tmp_path / "no-systemd"),
-            unit_dir=tmp_path / "units",
-            accounts={station.user: account}.get,
-        ).run()[:1]
-        if station.token_path.exists():
-            LEAKS.secret(station.token_path.read_text().strip())
-        return outcome
+        return station.provision(tmp_path, addr)
 
     return run
 

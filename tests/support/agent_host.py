@@ -30,7 +30,10 @@ from typing import Any
 import hvac
 import pytest
 
+from agent.provision import Account, Outcome, Provisioner
+from agent.roster import parse_roster
 from agent.settings import DEFAULT_KV_MOUNT, Settings, state_dir, token_file
+from agent.systemd import Systemctl
 from tests.support.components import REPO, in_ci
 from tests.support.openbao import OpenBao
 from tests.support.vault_stack import mint_user_token
@@ -356,6 +359,27 @@ class Workstation:
             if (self.state_dir / name).exists():
                 LEAKS.seen(f"{self.user} {name}", (self.state_dir / name).read_text())
         return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+
+    def provision(self, work: Path, addr: str = "") -> Outcome:
+        """Run the root provisioner with the admin token for this user alone.
+
+        As the runbook's fix for a dead or missing token; ``work`` holds the
+        drop-ins it writes, and systemd is taken as not running.
+        """
+        addr = addr or self.vault.addr
+        account = Account(self.user, self.uid, self.gid, self.home)
+        [outcome] = Provisioner(
+            Settings(vault_addr=addr),
+            parse_roster(ROSTER),
+            {"VAULT_ADDR": addr},
+            admin_token=self.vault.root_token,
+            systemctl=Systemctl(run_dir=work / "no-systemd"),
+            unit_dir=work / "units",
+            accounts={self.user: account}.get,
+        ).run()[:1]
+        if self.token_path.is_file() and not self.token_path.is_symlink():
+            LEAKS.secret(self.token_path.read_text().strip())
+        return outcome
 
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.state_dir / "status.json").read_text())
