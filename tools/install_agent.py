@@ -50,6 +50,7 @@ DEFAULT_LOKI_PUSH_URL = "http://localhost:3100/loki/api/v1/push"
 PASSED_SETTINGS = (
     "VAULT_ADDR",
     "VAULT_CACERT",
+    "VAULT_CAPATH",
     "VAULT_NAMESPACE",
     "VAULT_SKIP_VERIFY",
     "CLAUDE_AUTH_SYNC_KV_MOUNT",
@@ -267,6 +268,9 @@ def passed_settings(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     cacert = environ.get("VAULT_CACERT", "").strip()
     if cacert and not Path(cacert).is_file():
         raise InstallError(f"VAULT_CACERT={cacert} does not exist on this host.")
+    capath = environ.get("VAULT_CAPATH", "").strip()
+    if capath and not Path(capath).is_dir():
+        raise InstallError(f"VAULT_CAPATH={capath} is not a directory on this host.")
     return [
         (name, environ[name].strip())
         for name in PASSED_SETTINGS

@@ -174,6 +174,16 @@ def test_env_file_carries_the_settings(install, tmp_path: Path) -> None:
     }
 
 
+def test_env_file_carries_a_ca_directory(install, tmp_path: Path) -> None:
+    """VAULT_CAPATH reaches the agent like VAULT_CACERT does; a missing one stops."""
+    code, output = install(VAULT_CAPATH="/nonexistent/cas")
+    assert code == 1
+    assert "VAULT_CAPATH=/nonexistent/cas is not a directory" in output
+    install(VAULT_CAPATH=str(tmp_path))
+    env_file = (tmp_path / "root" / ENV_FILE).read_text()
+    assert f'VAULT_CAPATH="{tmp_path}"' in env_file
+
+
 def test_env_file_never_holds_vault_token(install, tmp_path: Path) -> None:
     """A VAULT_TOKEN in the installer's environment never reaches agent.env."""
     install(VAULT_TOKEN="hvs.installer-admin-token")
