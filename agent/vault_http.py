@@ -16,6 +16,7 @@ hold no secret), never a header or a body.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import logging
 import os
@@ -133,6 +134,12 @@ class VaultTransport:
                 f"VAULT_SKIP_VERIFY={skip!r} is neither true nor false.",
                 f"Remove VAULT_SKIP_VERIFY from {ENV_FILE}, and set VAULT_CACERT "
                 "to the CA that signed Vault's certificate instead.",
+            )
+        if _plain_http_off_host(addr):
+            log.warning(
+                "VAULT_ADDR=%s is plain http to another host: tokens and logins "
+                "cross the network unencrypted; use https://",
+                addr,
             )
         return cls(
             addr,
@@ -343,6 +350,19 @@ def _load_cas(context: ssl.SSLContext, name: str, where: str) -> None:
             f"Point {name} in {ENV_FILE} at a PEM file, readable by every "
             "user, of the CA that signed Vault's certificate.",
         ) from None
+
+
+def _plain_http_off_host(addr: str) -> bool:
+    """Whether ``addr`` is http:// to anything but this machine's loopback."""
+    parts = urlsplit(addr)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return True
 
 
 def _why(err: BaseException) -> str:

@@ -8,6 +8,7 @@ and everything the product does must happen there, never in the root.
 from __future__ import annotations
 
 import pwd
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,9 @@ from tests.support.openbao import OpenBao
 from tests.support.vault_site import ALICE, alice_provisioner, alice_station
 from tests.support.vault_stack import apply_stack, mint_user_token, synthesize
 
-NAMESPACE = "workstations"
+# Unique per session: a deleted namespace keeps its name taken ("tainted")
+# while OpenBao removes it in the background.
+NAMESPACE = f"workstations-{secrets.token_hex(3)}"
 PATH = Settings().secret_path(ALICE)
 
 

@@ -254,6 +254,25 @@ def test_skip_verify_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     assert "VAULT_SKIP_VERIFY is set" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("addr", "warned"),
+    [
+        ("http://vault.corp.example:8200", True),
+        ("http://10.1.2.3:8200", True),
+        ("http://127.0.0.1:8200", False),
+        ("http://localhost:8200", False),
+        ("https://vault.corp.example", False),
+    ],
+)
+def test_plain_http_to_another_host_is_warned_about(
+    caplog: pytest.LogCaptureFixture, addr: str, warned: bool
+) -> None:
+    """Tokens over unencrypted http off this machine are said at WARNING."""
+    with caplog.at_level(logging.WARNING):
+        VaultTransport.from_env(addr, TOKEN, {})
+    assert ("is plain http to another host" in caplog.text) is warned
+
+
 def test_unreadable_ca_file_is_a_config_error() -> None:
     """A VAULT_CACERT that is not there is named, with the fix."""
     vault = VaultTransport.from_env(
