@@ -284,6 +284,17 @@ def offboarding(
     return run
 
 
+def bobs_backup(openbao: OpenBao, token: str | None = None) -> dict[str, object]:
+    """Bob's stored data as ``token`` (root by default) reads it."""
+    answer = openbao.client(token).secrets.kv.v2.read_secret_version(
+        path=f"workstation/claude-users/{BOB}",
+        mount_point="secret",
+        raise_on_deleted_version=True,
+    )
+    data: dict[str, object] = answer["data"]["data"]
+    return data
+
+
 def backup_as(openbao: OpenBao, token: str, user: str) -> None:
     openbao.client(token).secrets.kv.v2.create_or_update_secret(
         path=f"workstation/claude-users/{user}",
@@ -305,17 +316,8 @@ def test_removing_a_user_makes_their_token_useless_and_keeps_data(
     offboarding(WITHOUT_BOB)
 
     with pytest.raises(hvac.exceptions.Forbidden):
-        openbao.client(bob_token).secrets.kv.v2.read_secret_version(
-            path=f"workstation/claude-users/{BOB}",
-            mount_point="secret",
-            raise_on_deleted_version=True,
-        )
-    kept = openbao.client().secrets.kv.v2.read_secret_version(
-        path=f"workstation/claude-users/{BOB}",
-        mount_point="secret",
-        raise_on_deleted_version=True,
-    )
-    assert kept["data"]["data"] == {"claudeAiOauth": {"accessToken": "kept-for-audit"}}
+        bobs_backup(openbao, bob_token)
+    assert bobs_backup(openbao) == {"claudeAiOauth": {"accessToken": "kept-for-audit"}}
 
 
 def test_admin_run_revokes_a_departed_users_token_by_accessor(
@@ -392,10 +394,5 @@ def test_a_returning_user_works_after_one_admin_run(
 
     offboarding(ROSTER, admin_token=openbao.root_token)
 
-    back = openbao.client(read_token(user_homes[BOB])).secrets.kv.v2
-    kept = back.read_secret_version(
-        path=f"workstation/claude-users/{BOB}",
-        mount_point="secret",
-        raise_on_deleted_version=True,
-    )
-    assert kept["data"]["data"]["claudeAiOauth"] == {"accessToken": "kept-for-audit"}
+    kept = bobs_backup(openbao, read_token(user_homes[BOB]))
+    assert kept == {"claudeAiOauth": {"accessToken": "kept-for-audit"}}
