@@ -231,7 +231,7 @@ users = st.dictionaries(names, entries, max_size=6)
 
 
 def expected_valid(roster: dict[str, dict[str, object]]) -> bool:
-    """The rules of the issue, written independently of the loader."""
+    """The roster rules, written independently of the loader."""
     seen: set[str] = set()
     for name, entry in roster.items():
         email = str(entry["email"])
