@@ -78,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "run":  # what the unit runs: its stderr is the journal
+        from agent.report import LogfmtFormatter  # noqa: PLC0415
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(LogfmtFormatter())
     environ = dict(os.environ)
     if args.command == "doctor":
         from agent.provision import installed_settings  # noqa: PLC0415  # doctor only

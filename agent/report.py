@@ -17,6 +17,7 @@ by redaction, any token the run has told it about.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -93,6 +94,27 @@ def format_line(event: Event, user: str, host: str) -> str:
     if event.action:
         pairs.append(("action", event.action))
     return " ".join(f"{key}={logfmt_value(value)}" for key, value in pairs)
+
+
+class LogfmtFormatter(logging.Formatter):
+    """Diagnostics as logfmt too, for the journal the unit writes to.
+
+    The unit sends stderr to the journal under the same identifier as the
+    event lines, and Loki parses every line there with ``| logfmt``; a line
+    of another shape would only carry a parse error. A traceback (DEBUG
+    only) follows on its own lines, for the person who asked for it.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        pairs = (
+            ("level", record.levelname.lower()),
+            ("logger", record.name),
+            ("msg", record.getMessage()),
+        )
+        line = " ".join(f"{key}={logfmt_value(value)}" for key, value in pairs)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def iso(epoch_seconds: float) -> str:

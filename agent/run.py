@@ -363,14 +363,17 @@ class Sync:
         version = claude_version(
             self.claude, self.ctx.environ, self.ctx.state_dir / "claude-version.json"
         )
-        facts = {
+        known = {
             "last_verified": iso(self.ctx.clock()),
-            "expires_at": _iso_ms(_expiry(oauth)) or "",
-            "refresh_token_expires_at": _iso_ms(_deadline(oauth)) or "",
+            "expires_at": _iso_ms(_expiry(oauth)),
+            "refresh_token_expires_at": _iso_ms(_deadline(oauth)),
             "refresh_token_sha256": creds.fingerprint(oauth["refreshToken"]),
             "host": self.ctx.host,
             "claude_version": version or "unknown",
         }
+        # Vault refuses an empty custom_metadata value, and a login written
+        # without refreshTokenExpiresAt has none to give.
+        facts = {key: value for key, value in known.items() if value}
         self.facts["claude_version"] = version
         try:
             vault.update_facts(facts)

@@ -64,7 +64,9 @@ class VaultHTTPError(VaultError):
     @property
     def words(self) -> str:
         """The status and Vault's reasons, short enough for one log line."""
-        reasons = "; ".join(self.errors)[:MAX_ERROR_WORDS]
+        # Vault wraps several errors over lines ("1 error occurred:\n\t* ...");
+        # a log line and the journal need them on one.
+        reasons = " ".join("; ".join(self.errors).split())[:MAX_ERROR_WORDS]
         return f"{self.status} ({reasons})" if reasons else str(self.status)
 
 

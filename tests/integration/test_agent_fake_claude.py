@@ -182,3 +182,23 @@ def test_probe_gets_the_exact_flags_and_no_credentials(station: Workstation) -> 
     ]  # fmt: skip
     assert "ANTHROPIC_BASE_URL" in probe["env"]
     assert not set(FORBIDDEN_ENV) & {name for call in probes for name in call["env"]}
+
+
+def test_login_without_a_deadline_still_records_the_audit_facts(
+    station: Workstation,
+) -> None:
+    """A login with no refreshTokenExpiresAt backs up and records what it has."""
+    login = oauth("no-deadline")
+    del login["refreshTokenExpiresAt"]
+    station.write_credentials(login)
+    station.fake_claude(["api"], accepted=[login["accessToken"]])
+
+    done = station.run()
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == ""
+    facts = station.vault.client().secrets.kv.v2.read_secret_metadata(
+        path=f"workstation/claude-users/{station.user}"
+    )["data"]["custom_metadata"]
+    assert "refresh_token_expires_at" not in facts
+    assert facts["expires_at"] and facts["last_verified"]

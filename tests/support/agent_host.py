@@ -127,6 +127,9 @@ class ProcessWatch:
     counts: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
+        # Made here, not by the sampler: a session shorter than the sampler's
+        # start-up would otherwise stop it before it wrote anything.
+        self.out.touch()
         self.child = subprocess.Popen(
             [sys.executable, str(SAMPLER), str(self.out), str(SAMPLE_INTERVAL_SECONDS)]
         )

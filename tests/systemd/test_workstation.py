@@ -33,11 +33,14 @@ from pathlib import Path
 import hvac
 import pytest
 
+from agent.roster import User
 from agent.settings import DEFAULT_KV_MOUNT, DEFAULT_KV_PREFIX, NAME_PREFIX
+from stacks.alerts import AlertSettings, user_rules
 from tests.support import runbook
 from tests.support.api_stub import ApiStub, api_stub
 from tests.support.components import REPO, bao_binary, claude_binary, require
 from tests.support.container import Container, booted, debian_root
+from tests.support.logfmt import parse_logfmt, selects
 from tests.support.openbao import OpenBao
 from tests.support.vault_stack import apply_stack, synthesize
 
@@ -471,6 +474,34 @@ def test_agent_line_names_this_host(
 
     assert ok and all(e["_HOSTNAME"] == hostname for e in ok)
     assert all(f" host={hostname} " in e["MESSAGE"] + " " for e in ok)
+
+
+OK_STATUSES = {"OK", "RECOVERED"}
+
+
+def test_journal_lines_carry_what_the_alert_rules_select(
+    workstation: Workstation, alice_run: list[runbook.Step]
+) -> None:
+    """Every agent line in the journal is logfmt with status, user and host under
+    the identifier the shipper labels, and alice's OK feeds her alert rules."""
+    entries = [
+        json.loads(e)
+        for e in workstation.container.run(
+            ["journalctl", "-t", "claude-auth-sync", "-o", "json"]
+        ).stdout.splitlines()
+    ]
+    parsed = [parse_logfmt(e["MESSAGE"]) for e in entries]
+    fields = [f for f in parsed if "status" in f]
+
+    assert {e["SYSLOG_IDENTIFIER"] for e in entries} == {"claude-auth-sync"}
+    assert all({"status", "user", "host"} <= set(f) for f in fields)
+    assert all("reason" in f for f in fields if f["status"] not in OK_STATUSES)
+    # Anything else there is a diagnostic, in logfmt as well.
+    assert all({"level", "msg"} <= set(f) for f in parsed if "status" not in f)
+    rules = user_rules(User("alice", "alice@corp.example"), AlertSettings())
+    alice_ok = [f for f in fields if f["user"] == "alice" and f["status"] == "OK"]
+    for rule in rules[:2]:  # Invalid reads the verdict, Stale the successes
+        assert alice_ok and all(selects(rule["expr"], f) for f in alice_ok)
 
 
 def test_doctor_all_has_a_line_per_user_here(verified: list[runbook.Step]) -> None:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import stat
 from pathlib import Path
 
 from agent.errors import ExitCode
-from agent.report import Event, Report, Status, format_line, logfmt_value, read_status
+from agent.report import (
+    Event,
+    LogfmtFormatter,
+    Report,
+    Status,
+    format_line,
+    logfmt_value,
+    read_status,
+)
 from tests.support.logfmt import parse_logfmt
 
 NOW = 1_796_000_000.0  # 2026-11-30T00:53:20Z, passed in rather than patched
@@ -117,3 +126,23 @@ def test_status_json_is_plain_json(tmp_path: Path) -> None:
     rep.emit(Event(Status.OK))
     rep.write_status({})
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "OK"
+
+
+def test_diagnostics_are_logfmt_too() -> None:
+    """A warning with newlines and quotes is one logfmt line for the journal."""
+    record = logging.LogRecord(
+        "agent.run",
+        logging.WARNING,
+        __file__,
+        1,
+        'Vault said "no":\n\t* %s',
+        ("x",),
+        None,
+    )
+    line = LogfmtFormatter().format(record)
+    assert "\n" not in line
+    assert parse_logfmt(line) == {
+        "level": "warning",
+        "logger": "agent.run",
+        "msg": 'Vault said "no":  * x',
+    }
