@@ -52,7 +52,7 @@ plan: setup
 	@test -n "$(BASE)" || { echo "Give the git ref to compare with: make plan BASE=origin/main"; exit 2; }
 	@$(PY) -m stacks.review plan --roster $(ROSTER) --base $(BASE) $(if $(JSON),--json)
 
-demo: setup
+demo: setup node
 	$(PY) -m tools.demo
 
 # Each benchmark is a prerequisite of bench, so that one command reruns them all.
