@@ -24,6 +24,7 @@ from tests.support.agent_host import (
     lines,
     only_line,
 )
+from tests.support.logfmt import parse_logfmt
 from tests.support.openbao import OpenBao
 from tests.support.vault_site import ALICE, alice_provisioner, alice_station
 from tests.support.vault_stack import apply_stack, mint_user_token, synthesize
@@ -109,7 +110,9 @@ def test_skip_verify_connects_and_warns(station: Workstation) -> None:
     done = station.run(VAULT_SKIP_VERIFY="true")
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "WARNING" in done.stderr and "VAULT_SKIP_VERIFY is set" in done.stderr
+    warning = parse_logfmt(done.stderr.strip())
+    assert warning["level"] == "warning"
+    assert warning["msg"].startswith("VAULT_SKIP_VERIFY is set")
 
 
 def test_skip_verify_must_say_true_or_false(station: Workstation) -> None:
