@@ -8,10 +8,7 @@ are imitated by ``tests/support/fake_claude.py``, in the real CLI's JSON.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from agent.probe import FORBIDDEN_ENV, PROMPT
 from tests.support.agent_host import (
@@ -22,14 +19,6 @@ from tests.support.agent_host import (
     now_ms,
     oauth,
 )
-
-
-@pytest.fixture
-def station(workstation_for: Callable[[str], Workstation]) -> Workstation:
-    """Alice with her scoped token minted through her role."""
-    alice = workstation_for("agent-alice")
-    alice.mint_token()
-    return alice
 
 
 def rotated(login: dict[str, Any], tag: str) -> dict[str, Any]:

@@ -24,14 +24,6 @@ KV_DATA = "/v1/secret/data/workstation/claude-users/agent-alice"
 CONCURRENT_RUNS = 20
 
 
-@pytest.fixture
-def station(workstation_for: Callable[..., Workstation]) -> Workstation:
-    """Alice with her own token."""
-    alice = workstation_for("agent-alice")
-    alice.mint_token()
-    return alice
-
-
 def test_twenty_concurrent_runs_one_restores_the_others_skip(
     station: Workstation,
 ) -> None:

@@ -38,14 +38,6 @@ KV_DATA = "/v1/secret/data/workstation/claude-users/agent-alice"
 
 
 @pytest.fixture
-def station(workstation_for: Callable[[str], Workstation]) -> Workstation:
-    """Alice with her own token, a rejected login, and a good copy in Vault."""
-    alice = workstation_for("agent-alice")
-    alice.mint_token()
-    return alice
-
-
-@pytest.fixture
 def good(station: Workstation) -> dict[str, Any]:
     """The Vault copy that a healthy run restores."""
     return stage_restore(station)

@@ -27,14 +27,6 @@ from tests.support.agent_host import (
 OTHER_TOOL = {"otherTool": {"note": "kept", "n": 3}, "rotatedBy": "ops"}
 
 
-@pytest.fixture
-def station(workstation_for: Callable[..., Workstation]) -> Workstation:
-    """Alice with her own token."""
-    alice = workstation_for("agent-alice")
-    alice.mint_token()
-    return alice
-
-
 def copy(**changes: Any) -> dict[str, Any]:
     """A newer login with some fields changed; a None value removes the field."""
     login = LEAKS.oauth(oauth("stored", expires_in_days=0.4))

@@ -8,23 +8,13 @@ test states which alert a line feeds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from agent.report import Status
 from agent.roster import User
 from stacks.alerts import AlertSettings, user_rules
 from tests.support.agent_host import MCP_OAUTH, Workstation, oauth
 from tests.support.logfmt import label_filters, parse_logfmt, selects
-
-
-@pytest.fixture
-def station(workstation_for: Callable[[str], Workstation]) -> Workstation:
-    alice = workstation_for("agent-alice")
-    alice.mint_token()
-    return alice
 
 
 def rules_for(station: Workstation) -> dict[str, str]:
