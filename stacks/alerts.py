@@ -117,14 +117,31 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def invalid_expr(user: str, settings: AlertSettings) -> str:
-    """1 while the user's latest verdict on a host is FAIL, else 0."""
-    flag = '`{{ if eq .status "FAIL" }}1{{ else }}0{{ end }}`'
+def _latest_flag(
+    user: str, selection: str, name: str, condition: str, settings: AlertSettings
+) -> str:
+    """1 while the latest of the user's ``selection`` lines meets ``condition``.
+
+    Reading the latest line, rather than counting matches, is what makes an
+    alert resolve at the first line that no longer meets the condition.
+    """
+    flag = f"`{{{{ if {condition} }}}}1{{{{ else }}}}0{{{{ end }}}}`"
     return (
         f"max by (host, user) (last_over_time({STREAM} | logfmt"
-        f' | user={_quote(user)} | status=~"OK|RECOVERED|FAIL"'
-        f" | label_format failed={flag} | unwrap failed"
+        f" | user={_quote(user)} | {selection}"
+        f" | label_format {name}={flag} | unwrap {name}"
         f" [{settings.verdict_window}])) > 0"
+    )
+
+
+def invalid_expr(user: str, settings: AlertSettings) -> str:
+    """1 while the user's latest verdict on a host is FAIL, else 0."""
+    return _latest_flag(
+        user,
+        'status=~"OK|RECOVERED|FAIL"',
+        "failed",
+        'eq .status "FAIL"',
+        settings,
     )
 
 
@@ -138,12 +155,12 @@ def stale_expr(user: str, settings: AlertSettings) -> str:
 
 def expiring_expr(user: str, settings: AlertSettings) -> str:
     """1 while the user's latest verdict came with a login_expiring warning."""
-    flag = '`{{ if eq .reason "login_expiring" }}1{{ else }}0{{ end }}`'
-    return (
-        f"max by (host, user) (last_over_time({STREAM} | logfmt"
-        f' | user={_quote(user)} | status=~"OK|RECOVERED" or reason="login_expiring"'
-        f" | label_format expiring={flag} | unwrap expiring"
-        f" [{settings.verdict_window}])) > 0"
+    return _latest_flag(
+        user,
+        'status=~"OK|RECOVERED" or reason="login_expiring"',
+        "expiring",
+        'eq .reason "login_expiring"',
+        settings,
     )
 
 
